@@ -1,0 +1,7 @@
+"""fastkd: fused, memory-efficient knowledge-distillation losses for vocabulary-scale models."""
+
+from fastkd import losses
+from fastkd.options import DIVERGENCES
+
+__version__ = "0.1.0"
+__all__ = ["DIVERGENCES", "losses"]

@@ -1,0 +1,25 @@
+"""The public loss functions (also reachable as ``fastkd.losses.<name>``)."""
+
+from fastkd.functional.divergence import (
+    akl,
+    forward_kl,
+    jsd,
+    kd_loss,
+    reverse_kl,
+    skew_kl,
+    skew_reverse_kl,
+    soft_cross_entropy,
+    tvd,
+)
+
+__all__ = [
+    "akl",
+    "forward_kl",
+    "jsd",
+    "kd_loss",
+    "reverse_kl",
+    "skew_kl",
+    "skew_reverse_kl",
+    "soft_cross_entropy",
+    "tvd",
+]

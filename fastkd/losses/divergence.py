@@ -1,0 +1,108 @@
+"""nn.Module wrappers of the divergence family: options fixed at construction, checked there."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastkd.functional.divergence import kd_loss
+from fastkd.options import FAMILY_PARAMETER, DivergenceOptions
+
+_CALL_OPTIONS = ("labels", "mask", "num_items_in_batch")
+
+
+class KDLoss(nn.Module):
+    """``criterion(student_logits, teacher_logits, labels=None, mask=None, num_items_in_batch=None)``.
+
+    ``divergence`` and the keyword options (temperature, reduction, ignore_index, hard_label_weight,
+    backend, inplace_grad, and the family parameter beta / alpha / mu) are those of
+    :func:`fastkd.losses.kd_loss`.
+    """
+
+    def __init__(self, divergence: str = "forward_kl", **options: Any) -> None:
+        super().__init__()
+        taken = [name for name in _CALL_OPTIONS if name in options]
+        if taken:
+            raise TypeError(f"{taken} are per-call arguments of the loss, not construction options")
+        param_name = FAMILY_PARAMETER.get(divergence, ("", None))[0]
+        DivergenceOptions.build(
+            divergence,
+            options.get(param_name),
+            **{k: options[k] for k in ("temperature", "reduction", "ignore_index", "hard_label_weight") if k in options},
+        )
+        self.divergence = divergence
+        self.options = options
+
+    def forward(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return kd_loss(
+            student_logits, teacher_logits, self.divergence,
+            labels=labels, mask=mask, num_items_in_batch=num_items_in_batch, **self.options,
+        )
+
+    def extra_repr(self) -> str:
+        return ", ".join([f"divergence={self.divergence!r}"] + [f"{k}={v!r}" for k, v in self.options.items()])
+
+
+class ForwardKLLoss(KDLoss):
+    """Module form of :func:`fastkd.losses.forward_kl`."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__("forward_kl", **options)
+
+
+class SoftCrossEntropyLoss(KDLoss):
+    """Module form of :func:`fastkd.losses.soft_cross_entropy`."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__("soft_cross_entropy", **options)
+
+
+class ReverseKLLoss(KDLoss):
+    """Module form of :func:`fastkd.losses.reverse_kl`."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__("reverse_kl", **options)
+
+
+class JSDLoss(KDLoss):
+    """Module form of :func:`fastkd.losses.jsd` (β = teacher weight, default 0.5)."""
+
+    def __init__(self, beta: float = 0.5, **options: Any) -> None:
+        super().__init__("jsd", beta=beta, **options)
+
+
+class SkewKLLoss(KDLoss):
+    """Module form of :func:`fastkd.losses.skew_kl` (α default 0.1)."""
+
+    def __init__(self, alpha: float = 0.1, **options: Any) -> None:
+        super().__init__("skew_kl", alpha=alpha, **options)
+
+
+class SkewReverseKLLoss(KDLoss):
+    """Module form of :func:`fastkd.losses.skew_reverse_kl` (α default 0.1)."""
+
+    def __init__(self, alpha: float = 0.1, **options: Any) -> None:
+        super().__init__("skew_reverse_kl", alpha=alpha, **options)
+
+
+class TVDLoss(KDLoss):
+    """Module form of :func:`fastkd.losses.tvd`."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__("tvd", **options)
+
+
+class AKLLoss(KDLoss):
+    """Module form of :func:`fastkd.losses.akl` (μ default 0.5)."""
+
+    def __init__(self, mu: float = 0.5, **options: Any) -> None:
+        super().__init__("akl", mu=mu, **options)

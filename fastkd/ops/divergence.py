@@ -1,0 +1,69 @@
+"""Launcher of the fused divergence kernel, registered as the custom op ``fastkd::divergence_fwd``."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fastkd.options import DIVERGENCES
+
+MAX_BLOCK = 4096
+SEARCH_BLOCK = 256
+
+
+def launch_policy(vocab: int) -> tuple[int, int]:
+    """(BLOCK, num_warps) for a row of ``vocab`` logits: up to 4096-wide tiles, 8 warps for the widest."""
+    block = min(MAX_BLOCK, max(16, 1 << (vocab - 1).bit_length()))
+    return block, 8 if block >= 2048 else 4
+
+
+def mixture_log_weights(divergence: str, param: float) -> tuple[float, float]:
+    """log of the (teacher, student) weights of the mixture m in jsd and the skew KLs (-inf for 0)."""
+    teacher_weight = {"jsd": param, "skew_kl": param, "skew_reverse_kl": 1.0 - param}.get(divergence, 0.5)
+    return tuple(math.log(w) if w > 0 else float("-inf") for w in (teacher_weight, 1.0 - teacher_weight))
+
+
+@torch.library.custom_op("fastkd::divergence_fwd", mutates_args=("grad",), device_types=("cuda", "cpu"))
+def divergence_fwd(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    valid: torch.Tensor,
+    labels: torch.Tensor | None,
+    scale: torch.Tensor,
+    grad: torch.Tensor,
+    divergence: str,
+    param: float,
+    temperature: float,
+    hard_label_weight: float,
+) -> torch.Tensor:
+    """Per-token loss [N] (fp32) of ``divergence``; writes scale·∂loss/∂student into ``grad`` [N, V].
+
+    ``student``, ``teacher``, ``grad``: [N, V] with unit stride along V; ``valid``: bool [N];
+    ``labels``: int64 [N] when ``hard_label_weight`` > 0; ``scale``: fp32 [] (1/N_valid for a mean).
+    ``grad`` may be ``student`` itself (in-place gradient). Reads 2·N·V elements per pass (two passes
+    for forward/reverse KL and soft CE, three for the rest, plus AKL's teacher-only search) and
+    writes N·V.
+    """
+    from fastkd.kernels.divergence import divergence_kernel  # triton is imported on first launch only
+
+    rows, vocab = student.shape
+    loss = torch.empty(rows, dtype=torch.float32, device=student.device)
+    if rows == 0:
+        return loss
+    block, warps = launch_policy(vocab)
+    lw1, lw2 = mixture_log_weights(divergence, param)
+    hard = hard_label_weight > 0.0
+    divergence_kernel[(rows,)](
+        student, teacher, grad, loss, valid.view(torch.uint8), labels if hard else valid, scale,
+        student.stride(0), teacher.stride(0), grad.stride(0), vocab,
+        1.0 / temperature, param, lw1, lw2, hard_label_weight,
+        DIV=DIVERGENCES.index(divergence), HARD=hard, BLOCK=block, SEARCH_BLOCK=min(block, SEARCH_BLOCK),
+        num_warps=warps,
+    )
+    return loss
+
+
+@divergence_fwd.register_fake
+def _divergence_fwd_fake(student: torch.Tensor, *args: object) -> torch.Tensor:
+    return student.new_empty(student.shape[0], dtype=torch.float32)

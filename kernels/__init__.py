@@ -1,0 +1,1 @@
+"""Triton kernel bodies (installed as ``fastkd.kernels``); nothing here imports from fastkd."""

@@ -1,0 +1,237 @@
+"""Fused Triton kernels for the logit-level divergence family (forward KL ... AKL).
+
+One program handles one token row of V logits, in vocabulary tiles of BLOCK, with fp32 arithmetic:
+
+- pass A reads teacher and student (2·V elements) for the online log-sum-exps of a = u/T and b = z/T
+  (plus raw z for the hard-label term, the teacher's top-1 and reverse KL for the divergences that
+  need them);
+- pass B, only for divergences whose gradient needs a row sum c = Σ q·h that has no closed form
+  (jsd, skew KLs, tvd, akl), reads both again;
+- AKL's head/tail threshold is a 16-ary search over the ordered bit patterns of a, reading only the
+  teacher (about nine passes), so no sort of the vocabulary is ever held in memory;
+- pass C reads both once more, accumulates the loss and writes the gradient
+  dℓ/dz_j = (q_j·h_j − q_j·c)/T, already scaled by the reduction, in the student's dtype.
+
+Traffic per row: 2V reads + 2V reads + V writes for forward KL / soft CE / reverse KL; 2V more for the
+others. No [N, V] buffer other than the gradient exists; the per-row outputs are one fp32 loss.
+"""
+
+import triton
+import triton.language as tl
+
+FORWARD_KL: tl.constexpr = 0
+SOFT_CE: tl.constexpr = 1
+REVERSE_KL: tl.constexpr = 2
+JSD: tl.constexpr = 3
+SKEW_KL: tl.constexpr = 4
+SKEW_REVERSE_KL: tl.constexpr = 5
+TVD: tl.constexpr = 6
+AKL: tl.constexpr = 7
+
+NEG_INF: tl.constexpr = float("-inf")
+SEARCH_WAYS: tl.constexpr = 16
+
+
+@triton.jit
+def _online_lse(m, s, x):
+    """Fold tile x into a running (max, sum of exp(x − max)); -inf tiles leave it unchanged."""
+    m_new = tl.maximum(m, tl.max(x, 0))
+    m_safe = tl.where(m_new == NEG_INF, 0.0, m_new)
+    return m_new, s * tl.exp(m - m_safe) + tl.sum(tl.exp(x - m_safe), 0)
+
+
+@triton.jit
+def _load_tile(s_row, t_row, start, V, inv_t, BLOCK: tl.constexpr):
+    cols = start + tl.arange(0, BLOCK)
+    inside = cols < V
+    z = tl.load(s_row + cols, mask=inside, other=NEG_INF).to(tl.float32)
+    a = tl.load(t_row + cols, mask=inside, other=NEG_INF).to(tl.float32) * inv_t
+    return cols, inside, z, a, z * inv_t
+
+
+@triton.jit
+def _log_mixture(lw1, lx, lw2, ly):
+    """log(w1·x + w2·y) from logs, -inf where both parts vanish."""
+    x = lw1 + lx
+    y = lw2 + ly
+    top = tl.maximum(x, y)
+    top_safe = tl.where(top == NEG_INF, 0.0, top)
+    return top_safe + tl.log(tl.exp(x - top_safe) + tl.exp(y - top_safe))
+
+
+@triton.jit
+def _ordered_key(x):
+    """Map fp32 to int64 so that integer order equals float order."""
+    bits = x.to(tl.int32, bitcast=True)
+    return tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(tl.int64)
+
+
+@triton.jit
+def _row_stats(s_row, t_row, V, inv_t, DIV: tl.constexpr, HARD: tl.constexpr, BLOCK: tl.constexpr):
+    """Pass A: log-sum-exps of a and b (and raw z), reverse KL (online), the teacher's top-1 index."""
+    zero = tl.zeros((), tl.float32)
+    m_a, s_a, m_b, s_b, m_z, s_z = zero + NEG_INF, zero, zero + NEG_INF, zero, zero + NEG_INF, zero
+    rkl_acc, best, top1 = zero, zero + NEG_INF, tl.zeros((), tl.int32)
+    for start in range(0, V, BLOCK):
+        cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
+        if DIV == REVERSE_KL:
+            m_new = tl.maximum(m_b, tl.max(b, 0))
+            m_safe = tl.where(m_new == NEG_INF, 0.0, m_new)
+            w = tl.exp(b - m_safe)
+            rkl_acc = rkl_acc * tl.exp(m_b - m_safe) + tl.sum(tl.where(w > 0, w * (b - a), 0.0), 0)
+        if DIV == AKL:
+            tile_best = tl.max(a, 0)
+            tile_arg = tl.argmax(a, 0)
+            top1 = tl.where(tile_best > best, start + tile_arg, top1)
+            best = tl.maximum(best, tile_best)
+        m_a, s_a = _online_lse(m_a, s_a, a)
+        m_b, s_b = _online_lse(m_b, s_b, b)
+        if HARD:
+            m_z, s_z = _online_lse(m_z, s_z, z)
+    lse_a = m_a + tl.log(s_a)
+    lse_b = m_b + tl.log(s_b)
+    lse_z = m_z + tl.log(s_z)
+    rkl = rkl_acc / s_b - lse_b + lse_a
+    return lse_a, lse_b, lse_z, rkl, top1, best
+
+
+@triton.jit
+def _akl_threshold(t_row, V, inv_t, lse_a, best, mu, SEARCH_BLOCK: tl.constexpr):
+    """Smallest ordered key x with Σ_{key(a_i) ≥ x} p_i ≤ μ (the head), by 16-ary search on keys."""
+    lo = _ordered_key(NEG_INF + tl.zeros((), tl.float32)) - 1
+    hi = _ordered_key(best) + 1
+    ways = tl.arange(0, SEARCH_WAYS).to(tl.int64)
+    while hi - lo > 1:
+        cand = lo + ((hi - lo) * (ways + 1)) // (SEARCH_WAYS + 1)
+        cand = tl.maximum(cand, lo + 1)
+        mass = tl.zeros((SEARCH_WAYS,), tl.float32)
+        for start in range(0, V, SEARCH_BLOCK):
+            cols = start + tl.arange(0, SEARCH_BLOCK)
+            a = tl.load(t_row + cols, mask=cols < V, other=NEG_INF).to(tl.float32) * inv_t
+            p = tl.exp(a - lse_a)
+            above = _ordered_key(a)[:, None] >= cand[None, :]
+            mass += tl.sum(tl.where(above, p[:, None], 0.0), 0)
+        lo = tl.max(tl.where(mass > mu, cand, lo), 0)
+        hi = tl.min(tl.where(mass <= mu, cand, hi), 0)
+    return hi
+
+
+@triton.jit
+def _terms(la, lb, param, lw1, lw2, DIV: tl.constexpr):
+    """Elementwise loss term and q·h (h = ∂ℓ/∂q) from la = log p, lb = log q; c = Σ q·h."""
+    p = tl.exp(la)
+    q = tl.exp(lb)
+    if DIV == FORWARD_KL or DIV == AKL:
+        term = tl.where(p > 0, p * (la - lb), 0.0)
+        qh = -p
+    elif DIV == SOFT_CE:
+        term = tl.where(p > 0, -p * lb, 0.0)
+        qh = -p
+    elif DIV == REVERSE_KL:
+        term = tl.where(q > 0, q * (lb - la), 0.0)
+        qh = term
+    elif DIV == JSD:
+        lm = _log_mixture(lw1, la, lw2, lb)
+        kl_q = tl.where(q > 0, q * (lb - lm), 0.0)
+        term = param * tl.where(p > 0, p * (la - lm), 0.0) + (1.0 - param) * kl_q
+        qh = (1.0 - param) * kl_q
+    elif DIV == SKEW_KL:
+        lm = _log_mixture(lw1, la, lw2, lb)
+        term = tl.where(p > 0, p * (la - lm), 0.0)
+        qh = tl.where(p > 0, -(1.0 - param) * tl.exp(la + lb - lm), 0.0)
+    elif DIV == SKEW_REVERSE_KL:
+        lm = _log_mixture(lw1, la, lw2, lb)
+        term = tl.where(q > 0, q * (lb - lm), 0.0)
+        qh = term - tl.where(q > 0, param * tl.exp(2.0 * lb - lm), 0.0)
+    else:
+        term = 0.5 * tl.abs(p - q)
+        qh = 0.5 * q * tl.where(q > p, 1.0, tl.where(q < p, -1.0, 0.0))
+    return term, qh, p, q
+
+
+@triton.jit
+def _row_reduction(s_row, t_row, V, inv_t, lse_a, lse_b, param, lw1, lw2, head_key, top1,
+                   DIV: tl.constexpr, BLOCK: tl.constexpr):
+    """Pass B: c = Σ q·h; for AKL the head and tail gaps Σ|p − q| and reverse KL instead."""
+    zero = tl.zeros((), tl.float32)
+    c, g_head, g_tail, rkl = zero, zero, zero, zero
+    for start in range(0, V, BLOCK):
+        cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
+        la = a - lse_a
+        lb = b - lse_b
+        if DIV == AKL:
+            p = tl.exp(la)
+            q = tl.exp(lb)
+            head = (_ordered_key(a) >= head_key) | (cols == top1)
+            gap = tl.abs(p - q)
+            g_head += tl.sum(tl.where(head, gap, 0.0), 0)
+            g_tail += tl.sum(tl.where(head, 0.0, gap), 0)
+            rkl += tl.sum(tl.where(q > 0, q * (lb - la), 0.0), 0)
+        else:
+            term, qh, p, q = _terms(la, lb, param, lw1, lw2, DIV)
+            c += tl.sum(qh, 0)
+    return c, g_head, g_tail, rkl
+
+
+@triton.jit
+def divergence_kernel(
+    s_ptr, t_ptr, g_ptr, loss_ptr, valid_ptr, labels_ptr, scale_ptr,
+    s_stride, t_stride, g_stride, V,
+    inv_t, param, lw1, lw2, hard_w,
+    DIV: tl.constexpr, HARD: tl.constexpr, BLOCK: tl.constexpr, SEARCH_BLOCK: tl.constexpr,
+):
+    """Per-token loss (fp32, unscaled) and the scaled gradient w.r.t. the student logits.
+
+    ``lw1, lw2`` are the logs of the mixture weights of (teacher, student) for jsd / skew KLs;
+    ``scale_ptr`` holds the reduction's factor (1/N_valid for a mean); ``hard_w`` the CE weight.
+    """
+    row = tl.program_id(0).to(tl.int64)
+    s_row = s_ptr + row * s_stride
+    t_row = t_ptr + row * t_stride
+    g_row = g_ptr + row * g_stride
+    loss = tl.zeros((), tl.float32)
+    if tl.load(valid_ptr + row) != 0:
+        lse_a, lse_b, lse_z, rkl, top1, best = _row_stats(s_row, t_row, V, inv_t, DIV, HARD, BLOCK)
+        head_key = tl.zeros((), tl.int64)
+        if DIV == AKL:
+            head_key = _akl_threshold(t_row, V, inv_t, lse_a, best, param, SEARCH_BLOCK)
+        c = tl.zeros((), tl.float32) - 1.0
+        if DIV == REVERSE_KL:
+            c = rkl
+        if DIV >= JSD:
+            c, g_head, g_tail, rkl = _row_reduction(
+                s_row, t_row, V, inv_t, lse_a, lse_b, param, lw1, lw2, head_key, top1, DIV, BLOCK
+            )
+            w_head = g_head / tl.maximum(g_head + g_tail, 1e-8)
+            w_tail = g_tail / tl.maximum(g_head + g_tail, 1e-8)
+        scale = tl.load(scale_ptr)
+        soft = tl.zeros((), tl.float32)
+        if HARD:
+            label = tl.load(labels_ptr + row)
+            z_label = tl.load(s_row + label).to(tl.float32)
+            soft_w = 1.0 - hard_w
+        for start in range(0, V, BLOCK):
+            cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
+            la = a - lse_a
+            lb = b - lse_b
+            term, qh, p, q = _terms(la, lb, param, lw1, lw2, DIV)
+            if DIV == AKL:
+                rev = tl.where(q > 0, q * (lb - la), 0.0)
+                term = w_head * term + w_tail * rev
+                grad = w_head * (q - p) + w_tail * (rev - q * rkl)
+            else:
+                grad = qh - q * c
+            grad = grad * inv_t
+            soft += tl.sum(term, 0)
+            if HARD:
+                onehot = tl.where(cols == label, 1.0, 0.0)
+                grad = soft_w * grad + hard_w * (tl.exp(z - lse_z) - onehot)
+            tl.store(g_row + cols, (grad * scale).to(g_ptr.dtype.element_ty), mask=inside)
+        loss = soft
+        if HARD:
+            loss = soft_w * soft + hard_w * (lse_z - z_label)
+    else:
+        for start in range(0, V, BLOCK):
+            cols = start + tl.arange(0, BLOCK)
+            tl.store(g_row + cols, tl.zeros((BLOCK,), tl.float32).to(g_ptr.dtype.element_ty), mask=cols < V)
+    tl.store(loss_ptr + row, loss)

@@ -19,17 +19,17 @@ others. No [N, V] buffer other than the gradient exists; the per-row outputs are
 import triton
 import triton.language as tl
 
-FORWARD_KL: tl.constexpr = 0
-SOFT_CE: tl.constexpr = 1
-REVERSE_KL: tl.constexpr = 2
-JSD: tl.constexpr = 3
-SKEW_KL: tl.constexpr = 4
-SKEW_REVERSE_KL: tl.constexpr = 5
-TVD: tl.constexpr = 6
-AKL: tl.constexpr = 7
+FORWARD_KL = tl.constexpr(0)
+SOFT_CE = tl.constexpr(1)
+REVERSE_KL = tl.constexpr(2)
+JSD = tl.constexpr(3)
+SKEW_KL = tl.constexpr(4)
+SKEW_REVERSE_KL = tl.constexpr(5)
+TVD = tl.constexpr(6)
+AKL = tl.constexpr(7)
 
-NEG_INF: tl.constexpr = float("-inf")
-SEARCH_WAYS: tl.constexpr = 16
+NEG_INF = tl.constexpr(float("-inf"))
+SEARCH_WAYS = tl.constexpr(16)
 
 
 @triton.jit

@@ -8,14 +8,20 @@ import torch
 
 from fastkd.options import DIVERGENCES
 
-MAX_BLOCK = 4096
+MAX_BLOCK = 2048
 SEARCH_BLOCK = 256
 
 
 def launch_policy(vocab: int) -> tuple[int, int]:
-    """(BLOCK, num_warps) for a row of ``vocab`` logits: up to 4096-wide tiles, 8 warps for the widest."""
-    block = min(MAX_BLOCK, max(16, 1 << (vocab - 1).bit_length()))
-    return block, 8 if block >= 2048 else 4
+    """(BLOCK, num_warps) for a row of ``vocab`` logits: one of three configurations, so that few
+    kernels compile: 128-wide tiles for class counts, 1024 for small vocabularies, 2048 (8 warps,
+    8 elements a thread, at most ~92 registers so two to
+    three blocks fit an SM) for real ones."""
+    if vocab <= 128:
+        return 128, 4
+    if vocab <= 1024:
+        return 1024, 4
+    return MAX_BLOCK, 8
 
 
 def mixture_log_weights(divergence: str, param: float) -> tuple[float, float]:

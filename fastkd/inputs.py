@@ -27,7 +27,9 @@ def _check_logits(name: str, x: object) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be a floating tensor (float32, bfloat16, float16 or float64), got {x.dtype}")
+        raise TypeError(
+            f"{name} must be a floating tensor (float32, bfloat16, float16 or float64), got {x.dtype}"
+        )
     if x.dim() < 1 or x.shape[-1] < 1:
         raise ValueError(f"{name} must have shape [..., V] with V >= 1, got {tuple(x.shape)}")
     return x
@@ -51,10 +53,14 @@ def _divisor(valid: torch.Tensor, reduction: str, num_items_in_batch: object) ->
         return valid.sum().to(torch.float32).clamp_min(1.0)
     if isinstance(num_items_in_batch, torch.Tensor):
         if num_items_in_batch.numel() != 1:
-            raise ValueError(f"num_items_in_batch must hold one number, got shape {tuple(num_items_in_batch.shape)}")
+            raise ValueError(
+                f"num_items_in_batch must hold one number, got shape {tuple(num_items_in_batch.shape)}"
+            )
         return num_items_in_batch.detach().reshape(()).to(device=device, dtype=torch.float32).clamp_min(1.0)
     if isinstance(num_items_in_batch, bool) or not isinstance(num_items_in_batch, int):
-        raise TypeError(f"num_items_in_batch must be an int or a tensor, got {type(num_items_in_batch).__name__}")
+        raise TypeError(
+            f"num_items_in_batch must be an int or a tensor, got {type(num_items_in_batch).__name__}"
+        )
     if num_items_in_batch < 1:
         raise ValueError(f"num_items_in_batch must be >= 1, got {num_items_in_batch}")
     return torch.full((), float(num_items_in_batch), dtype=torch.float32, device=device)

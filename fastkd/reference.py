@@ -96,7 +96,12 @@ def akl(lp: torch.Tensor, lq: torch.Tensor, mu: float) -> torch.Tensor:
     return w_head * forward_kl(lp, lq) + w_tail * reverse_kl(lp, lq)
 
 
-_PLAIN = {"forward_kl": forward_kl, "soft_cross_entropy": soft_cross_entropy, "reverse_kl": reverse_kl, "tvd": tvd}
+_PLAIN = {
+    "forward_kl": forward_kl,
+    "soft_cross_entropy": soft_cross_entropy,
+    "reverse_kl": reverse_kl,
+    "tvd": tvd,
+}
 _WITH_PARAM = {"jsd": jsd, "skew_kl": skew_kl, "skew_reverse_kl": skew_reverse_kl, "akl": akl}
 
 

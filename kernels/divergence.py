@@ -150,8 +150,21 @@ def _terms(la, lb, param, lw1, lw2, DIV: tl.constexpr):
 
 
 @triton.jit
-def _row_reduction(s_row, t_row, V, inv_t, lse_a, lse_b, param, lw1, lw2, head_key, top1,
-                   DIV: tl.constexpr, BLOCK: tl.constexpr):
+def _row_reduction(
+    s_row,
+    t_row,
+    V,
+    inv_t,
+    lse_a,
+    lse_b,
+    param,
+    lw1,
+    lw2,
+    head_key,
+    top1,
+    DIV: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     """Pass B: c = Σ q·h; for AKL the head and tail gaps Σ|p − q| and reverse KL instead."""
     zero = tl.zeros((), tl.float32)
     c, g_head, g_tail, rkl = zero, zero, zero, zero
@@ -175,10 +188,26 @@ def _row_reduction(s_row, t_row, V, inv_t, lse_a, lse_b, param, lw1, lw2, head_k
 
 @triton.jit
 def divergence_kernel(
-    s_ptr, t_ptr, g_ptr, loss_ptr, valid_ptr, labels_ptr, scale_ptr,
-    s_stride, t_stride, g_stride, V,
-    inv_t, param, lw1, lw2, hard_w,
-    DIV: tl.constexpr, HARD: tl.constexpr, BLOCK: tl.constexpr, SEARCH_BLOCK: tl.constexpr,
+    s_ptr,
+    t_ptr,
+    g_ptr,
+    loss_ptr,
+    valid_ptr,
+    labels_ptr,
+    scale_ptr,
+    s_stride,
+    t_stride,
+    g_stride,
+    V,
+    inv_t,
+    param,
+    lw1,
+    lw2,
+    hard_w,
+    DIV: tl.constexpr,
+    HARD: tl.constexpr,
+    BLOCK: tl.constexpr,
+    SEARCH_BLOCK: tl.constexpr,
 ):
     """Per-token loss (fp32, unscaled) and the scaled gradient w.r.t. the student logits.
 

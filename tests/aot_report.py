@@ -18,11 +18,13 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from fastkd.kernels.divergence import divergence_kernel
-from fastkd.ops.divergence import SEARCH_BLOCK, launch_policy
+from fastkd.ops.divergence import LaunchConfig, launch_policy
 from fastkd.options import DIVERGENCES
 
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
-PTXAS = next(os.path.join(BIN, n) for n in ("ptxas-blackwell", "ptxas") if os.path.exists(os.path.join(BIN, n)))
+PTXAS = next(
+    os.path.join(BIN, n) for n in ("ptxas-blackwell", "ptxas") if os.path.exists(os.path.join(BIN, n))
+)
 VOCABS = (1, 16, 100, 1000, 1271, 2048, 4000, 32000, 151936)
 
 
@@ -34,8 +36,18 @@ def ptxas_usage(ptx: str) -> tuple[int, int]:
         with open(path, "w") as f:
             f.write(ptx)
         out = subprocess.run(
-            [PTXAS, f"--gpu-name={arch}", "-v", "--regAllocOptLevel=2", path, "-o", os.path.join(tmp, "k.cubin")],
-            capture_output=True, text=True, check=True,
+            [
+                PTXAS,
+                f"--gpu-name={arch}",
+                "-v",
+                "--regAllocOptLevel=2",
+                path,
+                "-o",
+                os.path.join(tmp, "k.cubin"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stderr
     registers = int(re.search(r"Used (\d+) registers", out).group(1))
     spills = sum(int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", out))
@@ -51,13 +63,15 @@ def signature(dtype: str) -> dict[str, str]:
     return sig
 
 
-def compile_one(divergence: str, arch: int, block: int, warps: int, hard: bool, dtype: str) -> dict:
+def compile_one(divergence: str, arch: int, config: LaunchConfig, hard: bool, dtype: str) -> dict:
+    block, search_block, warps = config
     record = dict(divergence=divergence, arch=arch, block=block, warps=warps, hard=hard, dtype=dtype)
-    constexprs = dict(DIV=DIVERGENCES.index(divergence), HARD=hard, BLOCK=block, SEARCH_BLOCK=min(block, SEARCH_BLOCK))
+    constexprs = dict(DIV=DIVERGENCES.index(divergence), HARD=hard, BLOCK=block, SEARCH_BLOCK=search_block)
     try:
         compiled = triton.compile(
             ASTSource(fn=divergence_kernel, signature=signature(dtype), constexprs=constexprs),
-            target=GPUTarget("cuda", arch, 32), options={"num_warps": warps},
+            target=GPUTarget("cuda", arch, 32),
+            options={"num_warps": warps},
         )
         record["cubin_bytes"] = len(compiled.asm["cubin"])
         record["registers"], record["spills"] = ptxas_usage(compiled.asm["ptx"])
@@ -70,11 +84,11 @@ def main() -> None:
     configs = sorted({launch_policy(v) for v in VOCABS})
     widest = configs[-1]
     jobs = [
-        (divergence, arch, block, warps, hard, dtype)
-        for divergence, arch, (block, warps), hard in itertools.product(
+        (divergence, arch, config, hard, dtype)
+        for divergence, arch, config, hard in itertools.product(
             sys.argv[1:] or DIVERGENCES, (80, 90), configs, (False, True)
         )
-        for dtype in (("bf16", "fp32") if (block, warps) == widest else ("bf16",))
+        for dtype in (("bf16", "fp32") if config == widest else ("bf16",))
     ]
     with multiprocessing.Pool(os.cpu_count()) as pool:
         for record in pool.starmap(compile_one, jobs):

@@ -15,8 +15,8 @@ import pytest
 
 pytest.importorskip("triton")
 
-from fastkd.kernels import divergence as kd  # noqa: E402
-from fastkd.options import DIVERGENCES  # noqa: E402
+from fastkd.kernels import divergence as kd
+from fastkd.options import DIVERGENCES
 
 
 @pytest.fixture(scope="module")

@@ -83,7 +83,9 @@ def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, **opt
     return kd_loss(student_logits, teacher_logits, "forward_kl", **options)
 
 
-def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, **options: Any) -> torch.Tensor:
+def soft_cross_entropy(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, **options: Any
+) -> torch.Tensor:
     """Soft-target cross-entropy −Σ p log q = KL(p‖q) + H(p); same gradient as forward KL."""
     return kd_loss(student_logits, teacher_logits, "soft_cross_entropy", **options)
 

@@ -32,8 +32,16 @@ class DivergenceFunction(torch.autograd.Function):
     ) -> torch.Tensor:
         grad = student if inplace_grad else torch.empty_like(student)
         loss_rows = divergence_fwd(
-            student, teacher, valid, labels, divisor.reciprocal(), grad,
-            options.divergence, options.param, options.temperature, options.hard_label_weight,
+            student,
+            teacher,
+            valid,
+            labels,
+            divisor.reciprocal(),
+            grad,
+            options.divergence,
+            options.param,
+            options.temperature,
+            options.hard_label_weight,
         )
         ctx.save_for_backward(grad)
         ctx.reduction = options.reduction

@@ -30,7 +30,11 @@ class KDLoss(nn.Module):
         DivergenceOptions.build(
             divergence,
             options.get(param_name),
-            **{k: options[k] for k in ("temperature", "reduction", "ignore_index", "hard_label_weight") if k in options},
+            **{
+                k: options[k]
+                for k in ("temperature", "reduction", "ignore_index", "hard_label_weight")
+                if k in options
+            },
         )
         self.divergence = divergence
         self.options = options
@@ -44,12 +48,19 @@ class KDLoss(nn.Module):
         num_items_in_batch: int | torch.Tensor | None = None,
     ) -> torch.Tensor:
         return kd_loss(
-            student_logits, teacher_logits, self.divergence,
-            labels=labels, mask=mask, num_items_in_batch=num_items_in_batch, **self.options,
+            student_logits,
+            teacher_logits,
+            self.divergence,
+            labels=labels,
+            mask=mask,
+            num_items_in_batch=num_items_in_batch,
+            **self.options,
         )
 
     def extra_repr(self) -> str:
-        return ", ".join([f"divergence={self.divergence!r}"] + [f"{k}={v!r}" for k, v in self.options.items()])
+        return ", ".join(
+            [f"divergence={self.divergence!r}"] + [f"{k}={v!r}" for k, v in self.options.items()]
+        )
 
 
 class ForwardKLLoss(KDLoss):

@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
 from fastkd.options import DIVERGENCES
 
-MAX_BLOCK = 2048
-SEARCH_BLOCK = 256
+
+class LaunchConfig(NamedTuple):
+    block: int
+    search_block: int
+    warps: int
 
 
-def launch_policy(vocab: int) -> tuple[int, int]:
-    """(BLOCK, num_warps) for a row of ``vocab`` logits: one of three configurations, so that few
-    kernels compile: 128-wide tiles for class counts, 1024 for small vocabularies, 2048 (8 warps,
-    8 elements a thread, at most ~92 registers so two to
-    three blocks fit an SM) for real ones."""
+def launch_policy(vocab: int) -> LaunchConfig:
+    """Tile sizes and warps for a row of ``vocab`` logits: one of three configurations, so that few
+    kernels compile. 128-wide tiles for class counts, 1024 for small vocabularies, 2048 with 8 warps
+    for real ones (8 elements a thread, at most ~92 registers on sm_90, so two or three blocks share
+    an SM). AKL's threshold search compares a [search_block, 16] tile: 16 values a thread."""
     if vocab <= 128:
-        return 128, 4
+        return LaunchConfig(128, 128, 4)
     if vocab <= 1024:
-        return 1024, 4
-    return MAX_BLOCK, 8
+        return LaunchConfig(1024, 128, 4)
+    return LaunchConfig(2048, 256, 8)
 
 
 def mixture_log_weights(divergence: str, param: float) -> tuple[float, float]:
@@ -57,15 +61,31 @@ def divergence_fwd(
     loss = torch.empty(rows, dtype=torch.float32, device=student.device)
     if rows == 0:
         return loss
-    block, warps = launch_policy(vocab)
+    config = launch_policy(vocab)
     lw1, lw2 = mixture_log_weights(divergence, param)
     hard = hard_label_weight > 0.0
     divergence_kernel[(rows,)](
-        student, teacher, grad, loss, valid.view(torch.uint8), labels if hard else valid, scale,
-        student.stride(0), teacher.stride(0), grad.stride(0), vocab,
-        1.0 / temperature, param, lw1, lw2, hard_label_weight,
-        DIV=DIVERGENCES.index(divergence), HARD=hard, BLOCK=block, SEARCH_BLOCK=min(block, SEARCH_BLOCK),
-        num_warps=warps,
+        student,
+        teacher,
+        grad,
+        loss,
+        valid.view(torch.uint8),
+        labels if hard else valid,
+        scale,
+        student.stride(0),
+        teacher.stride(0),
+        grad.stride(0),
+        vocab,
+        1.0 / temperature,
+        param,
+        lw1,
+        lw2,
+        hard_label_weight,
+        DIV=DIVERGENCES.index(divergence),
+        HARD=hard,
+        BLOCK=config.block,
+        SEARCH_BLOCK=config.search_block,
+        num_warps=config.warps,
     )
     return loss
 

@@ -70,8 +70,9 @@ def _ordered_key(x):
 def _row_stats(s_row, t_row, V, inv_t, DIV: tl.constexpr, HARD: tl.constexpr, BLOCK: tl.constexpr):
     """Pass A: log-sum-exps of a and b (and raw z), reverse KL (online), the teacher's top-1 index."""
     zero = tl.zeros((), tl.float32)
-    m_a, s_a, m_b, s_b, m_z, s_z = zero + NEG_INF, zero, zero + NEG_INF, zero, zero + NEG_INF, zero
-    rkl_acc, best, top1 = zero, zero + NEG_INF, tl.zeros((), tl.int32)
+    low = tl.full((), NEG_INF, tl.float32)
+    m_a, s_a, m_b, s_b, m_z, s_z = low, zero, low, zero, low, zero
+    rkl_acc, best, top1 = zero, low, tl.zeros((), tl.int32)
     for start in range(0, V, BLOCK):
         cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
         if DIV == REVERSE_KL:
@@ -97,23 +98,30 @@ def _row_stats(s_row, t_row, V, inv_t, DIV: tl.constexpr, HARD: tl.constexpr, BL
 
 @triton.jit
 def _akl_threshold(t_row, V, inv_t, lse_a, best, mu, SEARCH_BLOCK: tl.constexpr):
-    """Smallest ordered key x with Σ_{key(a_i) ≥ x} p_i ≤ μ (the head), by 16-ary search on keys."""
-    lo = _ordered_key(NEG_INF + tl.zeros((), tl.float32)) - 1
+    """AKL's head by a 16-ary search on ordered keys of a, reading only the teacher row.
+
+    Returns the smallest key x with F(x) = Σ_{key(a_i) ≥ x} p_i ≤ μ, F(x), and the probability of the
+    tied level just below x: its tokens join the head in index order while the cumulative mass stays
+    ≤ μ, exactly as a stable descending sort followed by a cumulative sum would decide.
+    """
+    lo = _ordered_key(tl.full((), NEG_INF, tl.float32)) - 1
     hi = _ordered_key(best) + 1
+    mass_hi = tl.zeros((), tl.float32)
     ways = tl.arange(0, SEARCH_WAYS).to(tl.int64)
     while hi - lo > 1:
-        cand = lo + ((hi - lo) * (ways + 1)) // (SEARCH_WAYS + 1)
-        cand = tl.maximum(cand, lo + 1)
+        cand = tl.maximum(lo + ((hi - lo) * (ways + 1)) // (SEARCH_WAYS + 1), lo + 1)
         mass = tl.zeros((SEARCH_WAYS,), tl.float32)
         for start in range(0, V, SEARCH_BLOCK):
             cols = start + tl.arange(0, SEARCH_BLOCK)
             a = tl.load(t_row + cols, mask=cols < V, other=NEG_INF).to(tl.float32) * inv_t
-            p = tl.exp(a - lse_a)
             above = _ordered_key(a)[:, None] >= cand[None, :]
-            mass += tl.sum(tl.where(above, p[:, None], 0.0), 0)
+            mass += tl.sum(tl.where(above, tl.exp(a - lse_a)[:, None], 0.0), 0)
         lo = tl.max(tl.where(mass > mu, cand, lo), 0)
+        mass_hi = tl.max(tl.where(mass <= mu, mass, mass_hi), 0)
         hi = tl.min(tl.where(mass <= mu, cand, hi), 0)
-    return hi
+    tie_bits = (hi - 1).to(tl.int32)
+    tie_value = tl.where(tie_bits < 0, tie_bits ^ 0x7FFFFFFF, tie_bits).to(tl.float32, bitcast=True)
+    return hi, mass_hi, tl.exp(tie_value - lse_a)
 
 
 @triton.jit
@@ -161,6 +169,8 @@ def _row_reduction(
     lw1,
     lw2,
     head_key,
+    head_mass,
+    tie_p,
     top1,
     DIV: tl.constexpr,
     BLOCK: tl.constexpr,
@@ -168,6 +178,7 @@ def _row_reduction(
     """Pass B: c = Σ q·h; for AKL the head and tail gaps Σ|p − q| and reverse KL instead."""
     zero = tl.zeros((), tl.float32)
     c, g_head, g_tail, rkl = zero, zero, zero, zero
+    ties_seen = tl.zeros((), tl.int32)
     for start in range(0, V, BLOCK):
         cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
         la = a - lse_a
@@ -175,7 +186,11 @@ def _row_reduction(
         if DIV == AKL:
             p = tl.exp(la)
             q = tl.exp(lb)
-            head = (_ordered_key(a) >= head_key) | (cols == top1)
+            key = _ordered_key(a)
+            tie = key == head_key - 1
+            tie_rank = ties_seen + tl.cumsum(tie.to(tl.int32), 0)
+            ties_seen += tl.sum(tie.to(tl.int32), 0)
+            head = (key >= head_key) | (cols == top1) | (tie & (head_mass + tie_rank * tie_p <= param))
             gap = tl.abs(p - q)
             g_head += tl.sum(tl.where(head, gap, 0.0), 0)
             g_tail += tl.sum(tl.where(head, 0.0, gap), 0)
@@ -222,14 +237,30 @@ def divergence_kernel(
     if tl.load(valid_ptr + row) != 0:
         lse_a, lse_b, lse_z, rkl, top1, best = _row_stats(s_row, t_row, V, inv_t, DIV, HARD, BLOCK)
         head_key = tl.zeros((), tl.int64)
+        head_mass = tl.zeros((), tl.float32)
+        tie_p = tl.zeros((), tl.float32)
         if DIV == AKL:
-            head_key = _akl_threshold(t_row, V, inv_t, lse_a, best, param, SEARCH_BLOCK)
+            head_key, head_mass, tie_p = _akl_threshold(t_row, V, inv_t, lse_a, best, param, SEARCH_BLOCK)
         c = tl.zeros((), tl.float32) - 1.0
         if DIV == REVERSE_KL:
             c = rkl
         if DIV >= JSD:
             c, g_head, g_tail, rkl = _row_reduction(
-                s_row, t_row, V, inv_t, lse_a, lse_b, param, lw1, lw2, head_key, top1, DIV, BLOCK
+                s_row,
+                t_row,
+                V,
+                inv_t,
+                lse_a,
+                lse_b,
+                param,
+                lw1,
+                lw2,
+                head_key,
+                head_mass,
+                tie_p,
+                top1,
+                DIV,
+                BLOCK,
             )
             w_head = g_head / tl.maximum(g_head + g_tail, 1e-8)
             w_tail = g_tail / tl.maximum(g_head + g_tail, 1e-8)

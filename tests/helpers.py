@@ -1,0 +1,102 @@
+"""Shared test machinery: the dtype-keyed tolerance table and runners for fastkd and the fp64 oracle."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+import fastkd.losses as L
+from tests.oracle import oracle_kd_loss
+
+PARAM_NAME = {"jsd": "beta", "skew_kl": "alpha", "skew_reverse_kl": "alpha", "akl": "mu"}
+TEST_PARAM = {"jsd": 0.3, "skew_kl": 0.2, "skew_reverse_kl": 0.25, "akl": 0.5}
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="no triton"))]
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+# One tolerance table, keyed by the student's dtype: the gradient's absolute slack as a fraction of its
+# largest entry (about one rounding of that dtype), and the fp32 loss's relative slack.
+GRAD_TOL = {torch.float32: 2e-6, torch.bfloat16: 2**-8, torch.float16: 2**-10, torch.float64: 1e-12}
+LOSS_TOL = 1e-5
+
+
+def family_kwargs(divergence: str, value: float | None = None) -> dict[str, float]:
+    if divergence not in PARAM_NAME:
+        return {}
+    return {PARAM_NAME[divergence]: TEST_PARAM[divergence] if value is None else value}
+
+
+def run_fastkd(
+    student: torch.Tensor, teacher: torch.Tensor, divergence: str, backend: str,
+    grad_output: torch.Tensor | float = 1.0, **options: object,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, student gradient) of fastkd; ``options`` may hold the family parameter by its name."""
+    z = student.detach().clone().requires_grad_()
+    loss = L.kd_loss(z, teacher, divergence, backend=backend, **options)
+    loss.backward(torch.as_tensor(grad_output, dtype=loss.dtype, device=loss.device).expand_as(loss))
+    return loss.detach(), z.grad
+
+
+def run_oracle(
+    student: torch.Tensor, teacher: torch.Tensor, divergence: str,
+    grad_output: torch.Tensor | float = 1.0, **options: object,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    name = PARAM_NAME.get(divergence)
+    param = options.pop(name, None) if name else None
+    z = student.detach().to(torch.float64).requires_grad_()
+    loss = oracle_kd_loss(z, teacher.to(torch.float64), divergence, param=param, **options)
+    loss.backward(torch.as_tensor(grad_output, dtype=torch.float64, device=loss.device).expand_as(loss))
+    return loss.detach(), z.grad
+
+
+def max_err(x: torch.Tensor, exact: torch.Tensor) -> float:
+    x = x.to(torch.float64)
+    both_inf = torch.isinf(x) & torch.isinf(exact) & (torch.sign(x) == torch.sign(exact))
+    return (x - exact).masked_fill(both_inf, 0.0).abs().max().item() if x.numel() else 0.0
+
+
+def _fp32_floor(student: torch.Tensor, teacher: torch.Tensor, grad_output: object, options: dict) -> tuple:
+    """(gradient, loss) error floors of fp32 arithmetic on these logits: eps32 · logit magnitude / T
+    (growing as √V for long sums), times the per-token gradient scale |grad_output| / divisor (gradient) or N_valid / divisor (loss)."""
+    t = float(options.get("temperature", 1.0))
+    both = torch.cat([student.reshape(-1), teacher.reshape(-1)]).to(torch.float64)
+    magnitude = 1.0 + both[torch.isfinite(both)].abs().max().item() / t
+    valid = torch.ones(student.shape[:-1], dtype=torch.bool, device=student.device)
+    if options.get("labels") is not None:
+        valid &= options["labels"] != options.get("ignore_index", -100)
+    if options.get("mask") is not None:
+        valid &= options["mask"]
+    n_valid = int(valid.sum())
+    divisor = 1.0
+    if options.get("reduction", "mean") == "mean":
+        divisor = float(options.get("num_items_in_batch") or max(n_valid, 1))
+    eps = 8 * torch.finfo(torch.float32).eps * magnitude * max(1.0, (student.shape[-1] / 1000) ** 0.5)
+    g = torch.as_tensor(grad_output, dtype=torch.float64).abs().max().item()
+    return eps * g / divisor / min(t, 1.0), eps * max(n_valid, 1) / divisor
+
+
+def assert_matches_oracle(
+    student: torch.Tensor, teacher: torch.Tensor, divergence: str, backend: str,
+    grad_output: torch.Tensor | float = 1.0, **options: object,
+) -> None:
+    """The backend's loss and gradient are within twice plain PyTorch's error (same dtype) of the
+    fp64 oracle, plus one rounding of the dtype and fp32's floor on these logits; no NaN anywhere."""
+    loss, grad = run_fastkd(student, teacher, divergence, backend, grad_output, **options)
+    exact_loss, exact_grad = run_oracle(student, teacher, divergence, grad_output, **dict(options))
+    assert loss.dtype == torch.float32 or student.dtype == torch.float64
+    assert grad.dtype == student.dtype
+    assert not torch.isnan(loss).any() and not torch.isnan(grad).any()
+    base_loss, base_grad = (loss, grad) if backend == "torch" else run_fastkd(
+        student, teacher, divergence, "torch", grad_output, **options
+    )
+    grad_floor, loss_floor = _fp32_floor(student, teacher, grad_output, options)
+    scale = exact_grad.abs().max().item()
+    grad_slack = GRAD_TOL[student.dtype] * scale + grad_floor
+    base = 0.0 if backend == "torch" else max_err(base_grad, exact_grad)
+    assert max_err(grad, exact_grad) <= 2 * base + grad_slack, (max_err(grad, exact_grad), base, grad_slack)
+    finite = torch.isfinite(exact_loss)
+    loss_slack = LOSS_TOL * (1.0 + exact_loss[finite].abs().max().item() if finite.any() else 1.0) + loss_floor
+    base = 0.0 if backend == "torch" else max_err(base_loss, exact_loss)
+    assert max_err(loss, exact_loss) <= 2 * base + loss_slack, (loss, exact_loss, loss_slack)

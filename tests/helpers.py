@@ -29,8 +29,12 @@ def family_kwargs(divergence: str, value: float | None = None) -> dict[str, floa
 
 
 def run_fastkd(
-    student: torch.Tensor, teacher: torch.Tensor, divergence: str, backend: str,
-    grad_output: torch.Tensor | float = 1.0, **options: object,
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    divergence: str,
+    backend: str,
+    grad_output: torch.Tensor | float = 1.0,
+    **options: object,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, student gradient) of fastkd; ``options`` may hold the family parameter by its name."""
     z = student.detach().clone().requires_grad_()
@@ -40,8 +44,11 @@ def run_fastkd(
 
 
 def run_oracle(
-    student: torch.Tensor, teacher: torch.Tensor, divergence: str,
-    grad_output: torch.Tensor | float = 1.0, **options: object,
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    divergence: str,
+    grad_output: torch.Tensor | float = 1.0,
+    **options: object,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     name = PARAM_NAME.get(divergence)
     param = options.pop(name, None) if name else None
@@ -59,7 +66,8 @@ def max_err(x: torch.Tensor, exact: torch.Tensor) -> float:
 
 def _fp32_floor(student: torch.Tensor, teacher: torch.Tensor, grad_output: object, options: dict) -> tuple:
     """(gradient, loss) error floors of fp32 arithmetic on these logits: eps32 · logit magnitude / T
-    (growing as √V for long sums), times the per-token gradient scale |grad_output| / divisor (gradient) or N_valid / divisor (loss)."""
+    (growing as √V for long sums), times the per-token scale: |grad_output| / divisor for the
+    gradient, N_valid / divisor for the loss."""
     t = float(options.get("temperature", 1.0))
     both = torch.cat([student.reshape(-1), teacher.reshape(-1)]).to(torch.float64)
     magnitude = 1.0 + both[torch.isfinite(both)].abs().max().item() / t
@@ -78,8 +86,12 @@ def _fp32_floor(student: torch.Tensor, teacher: torch.Tensor, grad_output: objec
 
 
 def assert_matches_oracle(
-    student: torch.Tensor, teacher: torch.Tensor, divergence: str, backend: str,
-    grad_output: torch.Tensor | float = 1.0, **options: object,
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    divergence: str,
+    backend: str,
+    grad_output: torch.Tensor | float = 1.0,
+    **options: object,
 ) -> None:
     """The backend's loss and gradient are within twice plain PyTorch's error (same dtype) of the
     fp64 oracle, plus one rounding of the dtype and fp32's floor on these logits; no NaN anywhere."""
@@ -88,8 +100,10 @@ def assert_matches_oracle(
     assert loss.dtype == torch.float32 or student.dtype == torch.float64
     assert grad.dtype == student.dtype
     assert not torch.isnan(loss).any() and not torch.isnan(grad).any()
-    base_loss, base_grad = (loss, grad) if backend == "torch" else run_fastkd(
-        student, teacher, divergence, "torch", grad_output, **options
+    base_loss, base_grad = (
+        (loss, grad)
+        if backend == "torch"
+        else run_fastkd(student, teacher, divergence, "torch", grad_output, **options)
     )
     grad_floor, loss_floor = _fp32_floor(student, teacher, grad_output, options)
     scale = exact_grad.abs().max().item()
@@ -97,6 +111,8 @@ def assert_matches_oracle(
     base = 0.0 if backend == "torch" else max_err(base_grad, exact_grad)
     assert max_err(grad, exact_grad) <= 2 * base + grad_slack, (max_err(grad, exact_grad), base, grad_slack)
     finite = torch.isfinite(exact_loss)
-    loss_slack = LOSS_TOL * (1.0 + exact_loss[finite].abs().max().item() if finite.any() else 1.0) + loss_floor
+    loss_slack = (
+        LOSS_TOL * (1.0 + exact_loss[finite].abs().max().item() if finite.any() else 1.0) + loss_floor
+    )
     base = 0.0 if backend == "torch" else max_err(base_loss, exact_loss)
     assert max_err(loss, exact_loss) <= 2 * base + loss_slack, (loss, exact_loss, loss_slack)

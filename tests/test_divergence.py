@@ -10,7 +10,9 @@ from tests.conftest import DEVICE
 from tests.helpers import BACKENDS, DTYPES, assert_matches_oracle, family_kwargs
 
 
-def logits(*shape: int, scale: float = 3.0, dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.Tensor:
+def logits(
+    *shape: int, scale: float = 3.0, dtype: torch.dtype = torch.float32, seed: int = 0
+) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return (torch.randn(*shape, generator=gen) * scale).to(dtype=dtype, device=DEVICE)
 
@@ -28,8 +30,14 @@ def some_ignored(*shape: int, vocab: int, seed: int = 1) -> torch.Tensor:
 def test_matches_oracle(divergence, backend, dtype):
     z, u = logits(2, 3, 1271, dtype=dtype), logits(2, 3, 1271, dtype=dtype, seed=5)
     assert_matches_oracle(
-        z, u, divergence, backend, grad_output=1.7,
-        labels=some_ignored(2, 3, vocab=1271), temperature=2.0, **family_kwargs(divergence),
+        z,
+        u,
+        divergence,
+        backend,
+        grad_output=1.7,
+        labels=some_ignored(2, 3, vocab=1271),
+        temperature=2.0,
+        **family_kwargs(divergence),
     )
 
 
@@ -51,8 +59,14 @@ def test_reductions_masks_and_divisor(divergence, backend, reduction):
 def test_fused_hard_label_term(divergence, backend):
     z, u = logits(6, 777), logits(6, 777, seed=11)
     assert_matches_oracle(
-        z, u, divergence, backend, labels=some_ignored(6, vocab=777), hard_label_weight=0.3,
-        temperature=1.5, **family_kwargs(divergence),
+        z,
+        u,
+        divergence,
+        backend,
+        labels=some_ignored(6, vocab=777),
+        hard_label_weight=0.3,
+        temperature=1.5,
+        **family_kwargs(divergence),
     )
 
 
@@ -76,10 +90,13 @@ EDGE_CASES = {
     "wide_vocab": lambda: (logits(2, 151936), logits(2, 151936, seed=2), {}),
     "single_token": lambda: (logits(1, 1271), logits(1, 1271, seed=2), {}),
     "all_ignored": lambda: (
-        logits(3, 100), logits(3, 100, seed=2), {"labels": torch.full((3,), -100, device=DEVICE)}
+        logits(3, 100),
+        logits(3, 100, seed=2),
+        {"labels": torch.full((3,), -100, device=DEVICE)},
     ),
     "all_masked_sum": lambda: (
-        logits(3, 100), logits(3, 100, seed=2),
+        logits(3, 100),
+        logits(3, 100, seed=2),
         {"mask": torch.zeros(3, dtype=torch.bool, device=DEVICE), "reduction": "sum"},
     ),
     "neg_inf_logits": lambda: (*_padded(logits(3, 1271), logits(3, 1271, seed=2)), {}),
@@ -102,3 +119,19 @@ def test_mixed_dtypes_and_non_contiguous_inputs(backend):
     z = logits(40, 8).T  # [8, 40], stride 1 along the tokens: not unit stride along V
     u = logits(8, 40, seed=4, dtype=torch.bfloat16)
     assert_matches_oracle(z, u, "jsd", backend, beta=0.4)
+
+
+@pytest.mark.parametrize("vocab", [10, 3000])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_akl_ties_at_the_head_boundary_follow_stable_sort_order(backend, vocab):
+    """Tied teacher tokens straddling μ join the head in index order (stable descending sort + cumsum),
+    also when the tied tokens lie in different vocabulary tiles."""
+    probs = torch.full((vocab,), 1e-12, dtype=torch.float64)
+    spots = torch.linspace(1, vocab - 1, 8).long()
+    probs[0] = 0.2
+    probs[spots[:7]] = 0.1
+    probs[spots[7]] = 0.1 - 1e-12 * (vocab - 8)
+    teacher = probs.log().float().expand(2, vocab).contiguous().to(DEVICE)
+    student = logits(2, vocab, seed=9)
+    assert_matches_oracle(student, teacher, "akl", backend, mu=0.45)
+    assert_matches_oracle(student, teacher, "akl", backend, mu=0.75)

@@ -1,0 +1,206 @@
+"""Forward+backward of the divergence losses: fastkd against PyTorch eager, torch.compile and Liger.
+
+Run ``python -m pytest bench/bench_divergences.py --benchmark-json=out.json`` and turn the JSON into a
+table and a plot with ``python -m bench.report out.json``. Providers run side by side in one session:
+
+- ``fastkd-triton``: ``kd_loss(backend="triton")`` (CUDA only);
+- ``fastkd-cpu``: ``kd_loss(backend="cpu")``, the C++ kernels (CPU, once ``fastkd._C`` is built);
+- ``torch-eager``: ``kd_loss(backend="torch")``, the pure-PyTorch reference;
+- ``torch-compile``: ``torch.compile(fullgraph=True)`` of that same reference call (static shapes on
+  CUDA for the fastest peer; PyTorch's default automatic-dynamic shapes on CPU to bound compile time);
+- ``liger``: Liger-Kernel's ``LigerKLDIVLoss`` (forward_kl), ``LigerJSD`` (jsd with the same β, teacher
+  weight; β = 1 is its reverse KL) and ``LigerTVDLoss`` (tvd) on CUDA. Liger takes log-probabilities
+  (probabilities for TVD), so its timed call includes PyTorch's softmax of both sides.
+
+One round is one forward and one backward from fresh (``grad = None``) student logits, with a CUDA
+synchronisation inside the timed call. ``extra_info`` records GB/s (3·N·V·itemsize bytes over the
+median) and the peak memory beyond the inputs: ``torch.cuda.max_memory_allocated`` on CUDA, the
+profiler's allocation events on CPU (``peak_mem_method`` says which; ``None`` if not measurable).
+``FASTKD_BENCH_DIVERGENCES`` = ``all`` or a comma-separated list widens the default three divergences.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch._dynamo
+from pytest_benchmark.fixture import BenchmarkFixture
+from torch.profiler import ProfilerActivity, profile
+
+from bench.shapes import Shape, bytes_moved, dtype_name, gbps, logit_bytes, shapes
+from fastkd.backends import extension_available, triton_available
+from fastkd.losses import kd_loss
+from fastkd.options import DIVERGENCES, FAMILY_PARAMETER
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = (torch.bfloat16,) if DEVICE == "cuda" else (torch.float32,)
+PROVIDERS = ("fastkd-triton", "fastkd-cpu", "torch-eager", "torch-compile", "liger")
+DEFAULT_DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
+ROUNDS, WARMUP_ROUNDS = (20, 3) if DEVICE == "cuda" else (10, 2)
+# One compiled reference serves every divergence and shape: allow it one graph per case.
+torch._dynamo.config.recompile_limit = 1024
+torch._dynamo.config.accumulated_recompile_limit = 4096
+
+
+def selected_divergences() -> tuple[str, ...]:
+    value = os.environ.get("FASTKD_BENCH_DIVERGENCES", "").strip()
+    if not value:
+        return DEFAULT_DIVERGENCES
+    if value == "all":
+        return DIVERGENCES
+    names = tuple(name.strip() for name in value.split(","))
+    unknown = [name for name in names if name not in DIVERGENCES]
+    if unknown:
+        raise ValueError(f"FASTKD_BENCH_DIVERGENCES names unknown divergences {unknown}")
+    return names
+
+
+def device_name() -> str:
+    if DEVICE == "cuda":
+        return torch.cuda.get_device_name()
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def _fastkd(divergence: str, backend: str) -> LossFn:
+    return lambda student, teacher: kd_loss(student, teacher, divergence, backend=backend)
+
+
+def _liger(divergence: str) -> LossFn:
+    try:
+        from liger_kernel.transformers import LigerJSD, LigerKLDIVLoss, LigerTVDLoss
+    except ImportError as exc:
+        pytest.skip(f"liger_kernel is not importable: {exc}")
+    log_softmax = lambda x: torch.log_softmax(x, dim=-1)
+    if divergence == "forward_kl":
+        kl = LigerKLDIVLoss(reduction="batchmean", log_target=True)
+        return lambda student, teacher: kl(log_softmax(student), log_softmax(teacher))
+    if divergence in ("reverse_kl", "jsd"):
+        beta = 1.0 if divergence == "reverse_kl" else FAMILY_PARAMETER["jsd"][1]
+        jsd = LigerJSD(beta=beta)
+        return lambda student, teacher: jsd(log_softmax(student), log_softmax(teacher))
+    if divergence == "tvd":
+        tvd = LigerTVDLoss(reduction="batchmean")
+        return lambda student, teacher: tvd(student.softmax(-1), teacher.softmax(-1))
+    pytest.skip(f"Liger-Kernel has no {divergence} loss")
+
+
+def make_loss(provider: str, divergence: str) -> LossFn:
+    """The loss callable of ``provider``; skips the test when the provider cannot run here."""
+    if provider == "fastkd-triton":
+        if DEVICE != "cuda" or not triton_available():
+            pytest.skip("fastkd-triton needs a CUDA device and triton")
+        return _fastkd(divergence, "triton")
+    if provider == "fastkd-cpu":
+        if DEVICE != "cpu" or not extension_available():
+            pytest.skip("fastkd-cpu needs CPU tensors and the built extension fastkd._C")
+        return _fastkd(divergence, "cpu")
+    if provider == "torch-eager":
+        return _fastkd(divergence, "torch")
+    if provider == "torch-compile":
+        return torch.compile(
+            _fastkd(divergence, "torch"), fullgraph=True, dynamic=False if DEVICE == "cuda" else None
+        )
+    if DEVICE != "cuda":
+        pytest.skip("liger needs a CUDA device")
+    return _liger(divergence)
+
+
+def make_logits(shape: Shape, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Student logits (a leaf that requires grad) and teacher logits, N(0, 2²), fixed seed."""
+    generator = torch.Generator(DEVICE).manual_seed(0)
+    student = 2.0 * torch.randn(shape.n, shape.v, device=DEVICE, dtype=dtype, generator=generator)
+    teacher = 2.0 * torch.randn(shape.n, shape.v, device=DEVICE, dtype=dtype, generator=generator)
+    return student.requires_grad_(), teacher
+
+
+def forward_backward(loss_fn: LossFn, student: torch.Tensor, teacher: torch.Tensor) -> None:
+    loss_fn(student, teacher).backward()
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_memory(step: Callable[[], None]) -> tuple[int | None, str]:
+    """Peak bytes allocated during ``step`` beyond what was allocated before it, and the method."""
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        step()
+        return torch.cuda.max_memory_allocated() - before, "cuda.max_memory_allocated"
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    try:
+        events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    except AttributeError:
+        return None, "unavailable"
+    current = peak = 0
+    for _, nbytes in sorted((e.start_ns(), e.nbytes()) for e in events):
+        current += nbytes
+        peak = max(peak, current)
+    return peak, "profiler allocation events"
+
+
+def _first_call(step: Callable[[], None], provider: str) -> None:
+    """Compile / autotune outside the timed rounds; skip on out-of-memory or a failed torch.compile."""
+    try:
+        step()
+    except torch.OutOfMemoryError:
+        gc.collect()
+        torch.cuda.empty_cache()
+        pytest.skip("out of device memory")
+    except Exception as exc:
+        if provider != "torch-compile":
+            raise
+        pytest.skip(f"torch.compile failed here: {type(exc).__name__}: {str(exc)[:200]}")
+
+
+def _median_seconds(benchmark: BenchmarkFixture) -> float | None:
+    stats = getattr(benchmark, "stats", None)
+    return stats.stats.median if stats is not None else None
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_name)
+@pytest.mark.parametrize("shape", shapes(DEVICE), ids=str)
+@pytest.mark.parametrize("divergence", selected_divergences())
+def test_divergence(
+    benchmark: BenchmarkFixture, divergence: str, shape: Shape, dtype: torch.dtype, provider: str
+) -> None:
+    loss_fn = make_loss(provider, divergence)
+    if DEVICE == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()
+        if 3 * logit_bytes(shape.n, shape.v, dtype) > torch.cuda.mem_get_info()[0]:
+            pytest.skip("inputs and gradient do not fit in device memory")
+    student, teacher = make_logits(shape, dtype)
+    step = lambda: forward_backward(loss_fn, student, teacher)
+    _first_call(step, provider)
+    student.grad = None
+    peak, method = peak_memory(step)
+
+    def fresh_gradient() -> None:
+        student.grad = None
+
+    benchmark.group = f"{divergence} {shape} {dtype_name(dtype)}"
+    benchmark.pedantic(step, setup=fresh_gradient, rounds=ROUNDS, warmup_rounds=WARMUP_ROUNDS)
+    nbytes = bytes_moved(shape.n, shape.v, dtype)
+    median = _median_seconds(benchmark)
+    benchmark.extra_info.update(
+        provider=provider,
+        divergence=divergence,
+        N=shape.n,
+        V=shape.v,
+        dtype=dtype_name(dtype),
+        device=device_name(),
+        bytes_moved=nbytes,
+        gbps=gbps(nbytes, median) if median else None,
+        peak_mem_bytes=peak,
+        extra_mem_bytes=None if peak is None else peak - logit_bytes(shape.n, shape.v, dtype),
+        peak_mem_method=method,
+    )

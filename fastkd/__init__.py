@@ -1,7 +1,8 @@
 """fastkd: fused, memory-efficient knowledge-distillation losses for vocabulary-scale models."""
 
 from fastkd import losses
+from fastkd.functional.sparse import teacher_topk
 from fastkd.options import DIVERGENCES
 
 __version__ = "0.1.0"
-__all__ = ["DIVERGENCES", "losses"]
+__all__ = ["DIVERGENCES", "losses", "teacher_topk"]

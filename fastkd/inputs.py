@@ -76,6 +76,25 @@ def _check_label_range(labels: torch.Tensor, valid: torch.Tensor, vocab: int) ->
         raise ValueError(f"{message}; got {bad}")
 
 
+def valid_tokens(
+    leading: torch.Size, device: torch.device, labels: object, mask: object, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Bool [N]: labels != ignore_index and mask (each where given), and the labels as int64 [N] or None."""
+    valid = torch.ones(leading, dtype=torch.bool, device=device)
+    if labels is not None:
+        labels = _check_token_tensor("labels", labels, leading, device)
+        if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
+            raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
+        valid = valid & (labels != ignore_index)
+        labels = labels.reshape(-1).to(torch.int64)
+    if mask is not None:
+        mask = _check_token_tensor("mask", mask, leading, device)
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
+        valid = valid & mask
+    return valid.reshape(-1), labels
+
+
 def prepare(
     student_logits: object,
     teacher_logits: object,
@@ -95,21 +114,9 @@ def prepare(
     if student.device != teacher.device:
         raise ValueError(f"student_logits is on {student.device} but teacher_logits is on {teacher.device}")
     leading, vocab = student.shape[:-1], student.shape[-1]
-    valid = torch.ones(leading, dtype=torch.bool, device=student.device)
-    if labels is not None:
-        labels = _check_token_tensor("labels", labels, leading, student.device)
-        if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
-            raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
-        valid = valid & (labels != options.ignore_index)
-        labels = labels.reshape(-1).to(torch.int64)
-    elif options.needs_labels:
+    valid, labels = valid_tokens(leading, student.device, labels, mask, options.ignore_index)
+    if labels is None and options.needs_labels:
         raise ValueError(f"hard_label_weight={options.hard_label_weight} needs labels, got labels=None")
-    if mask is not None:
-        mask = _check_token_tensor("mask", mask, leading, student.device)
-        if mask.dtype != torch.bool:
-            raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
-        valid = valid & mask
-    valid = valid.reshape(-1)
     if options.needs_labels:
         _check_label_range(labels, valid, vocab)
     return FlatInputs(

@@ -9,13 +9,36 @@ from fastkd.ops.divergence import divergence_fwd
 from fastkd.options import DivergenceOptions
 
 
-class DivergenceFunction(torch.autograd.Function):
+class PrecomputedGradientFunction(torch.autograd.Function):
+    """Base of the fused losses: forward computes ∂loss/∂(first input), already scaled by the reduction,
+    and stores it with :meth:`save_gradient`; backward only rescales it by ``grad_output``, in place, so
+    no second [N, V] tensor exists; hence one backward per forward (a second one raises)."""
+
+    @staticmethod
+    def save_gradient(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor, reduction: str) -> None:
+        ctx.save_for_backward(grad)
+        ctx.reduction = reduction
+        ctx.spent = False
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor) -> tuple:
+        if ctx.spent:
+            raise RuntimeError(
+                "a fused fastkd loss rescales its precomputed gradient in place, so it supports one "
+                "backward per forward; recompute the loss (or use backend='torch') to backward twice"
+            )
+        ctx.spent = True
+        (grad,) = ctx.saved_tensors
+        scale = grad_output.reshape(-1, 1) if ctx.reduction == "none" else grad_output
+        return (grad.mul_(scale.to(torch.float32)),) + (None,) * (len(ctx.needs_input_grad) - 1)
+
+
+class DivergenceFunction(PrecomputedGradientFunction):
     """Loss of a KD divergence whose kernel writes ∂loss/∂student in the forward pass.
 
     Inputs are the flattened [N, V] student and teacher, the bool [N] valid tokens, int64 [N] labels
     (or None), the mean's fp32 divisor, the options and the loss's leading shape (for ``"none"``).
-    Backward only rescales the stored gradient by ``grad_output``, in place, so no second [N, V]
-    tensor exists; hence one backward per forward (a second one raises).
+    Backward only rescales the stored gradient (see :class:`PrecomputedGradientFunction`).
     """
 
     @staticmethod
@@ -43,19 +66,5 @@ class DivergenceFunction(torch.autograd.Function):
             options.temperature,
             options.hard_label_weight,
         )
-        ctx.save_for_backward(grad)
-        ctx.reduction = options.reduction
-        ctx.spent = False
+        DivergenceFunction.save_gradient(ctx, grad, options.reduction)
         return reduce_rows(loss_rows, leading_shape, divisor, options.reduction)
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor) -> tuple:
-        if ctx.spent:
-            raise RuntimeError(
-                "a fused fastkd loss rescales its precomputed gradient in place, so it supports one "
-                "backward per forward; recompute the loss (or use backend='torch') to backward twice"
-            )
-        ctx.spent = True
-        (grad,) = ctx.saved_tensors
-        scale = grad_output.reshape(-1, 1) if ctx.reduction == "none" else grad_output
-        return (grad.mul_(scale.to(torch.float32)),) + (None,) * 7

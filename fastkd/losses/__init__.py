@@ -11,6 +11,7 @@ from fastkd.functional import (
     soft_cross_entropy,
     tvd,
 )
+from fastkd.functional.sparse import sparse_kl, teacher_topk
 from fastkd.losses.divergence import (
     AKLLoss,
     ForwardKLLoss,
@@ -22,6 +23,7 @@ from fastkd.losses.divergence import (
     SoftCrossEntropyLoss,
     TVDLoss,
 )
+from fastkd.losses.sparse import SparseKLLoss
 
 __all__ = [
     "AKLLoss",
@@ -32,6 +34,7 @@ __all__ = [
     "SkewKLLoss",
     "SkewReverseKLLoss",
     "SoftCrossEntropyLoss",
+    "SparseKLLoss",
     "TVDLoss",
     "akl",
     "forward_kl",
@@ -41,5 +44,7 @@ __all__ = [
     "skew_kl",
     "skew_reverse_kl",
     "soft_cross_entropy",
+    "sparse_kl",
+    "teacher_topk",
     "tvd",
 ]

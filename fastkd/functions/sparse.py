@@ -1,0 +1,61 @@
+"""Autograd for the fused sparse-teacher KL: the gradient is computed in the forward pass."""
+
+from __future__ import annotations
+
+import torch
+
+from fastkd.functions.divergence import PrecomputedGradientFunction
+from fastkd.inputs import reduce_rows
+from fastkd.ops.sparse import sparse_kl_fwd
+from fastkd.sparse_inputs import SparseInputs, SparseOptions
+
+
+class SparseKLFunction(PrecomputedGradientFunction):
+    """Sparse-teacher KL whose kernel writes ∂loss/∂student in the forward pass.
+
+    Inputs are the flattened [N, V] student, the teacher's int64 indices and log-probs [N, k], its log
+    rest mass [N], the bool [N] valid tokens, the mean's fp32 divisor, the options and the loss's
+    leading shape. Backward only rescales (see :class:`PrecomputedGradientFunction`).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        student: torch.Tensor,
+        indices: torch.Tensor,
+        logprobs: torch.Tensor,
+        rest: torch.Tensor,
+        valid: torch.Tensor,
+        divisor: torch.Tensor,
+        options: SparseOptions,
+        leading_shape: torch.Size,
+    ) -> torch.Tensor:
+        grad = torch.empty_like(student)
+        loss_rows = sparse_kl_fwd(
+            student,
+            indices,
+            logprobs,
+            rest,
+            valid,
+            divisor.reciprocal(),
+            grad,
+            options.renormalize,
+            options.temperature,
+        )
+        SparseKLFunction.save_gradient(ctx, grad, options.reduction)
+        return reduce_rows(loss_rows, leading_shape, divisor, options.reduction)
+
+
+def sparse_kl_fused(flat: SparseInputs, options: SparseOptions) -> torch.Tensor:
+    """The fused backend's reduced loss on validated, flattened inputs."""
+    student = flat.student if flat.student.stride(-1) == 1 else flat.student.contiguous()
+    return SparseKLFunction.apply(
+        student,
+        flat.indices,
+        flat.logprobs,
+        flat.rest,
+        flat.valid,
+        flat.divisor,
+        options,
+        flat.leading_shape,
+    )

@@ -1,0 +1,85 @@
+"""Launcher of the fused sparse-teacher KL kernel, registered as the custom op ``fastkd::sparse_kl_fwd``."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from fastkd.ops.divergence import launch_policy as divergence_launch_policy
+from fastkd.sparse_inputs import has_rest_bucket
+
+
+class SparseLaunchConfig(NamedTuple):
+    block: int
+    k_block: int
+    window: int
+    warps: int
+
+
+def launch_policy(vocab: int, k: int) -> SparseLaunchConfig:
+    """The divergence family's vocabulary tiles and warps (same reasoning: few configurations); slots in
+    chunks of up to 256 (at least 16), support membership compared 8 indices at a time."""
+    base = divergence_launch_policy(vocab)
+    k_block = min(max(16, 1 << (k - 1).bit_length()), 256)
+    return SparseLaunchConfig(base.block, k_block, 8, base.warps)
+
+
+@torch.library.custom_op("fastkd::sparse_kl_fwd", mutates_args=("grad",), device_types=("cuda", "cpu"))
+def sparse_kl_fwd(
+    student: torch.Tensor,
+    indices: torch.Tensor,
+    logprobs: torch.Tensor,
+    rest: torch.Tensor,
+    valid: torch.Tensor,
+    scale: torch.Tensor,
+    grad: torch.Tensor,
+    renormalize: bool,
+    temperature: float,
+) -> torch.Tensor:
+    """Per-token loss [N] (fp32) of the sparse-teacher KL; writes scale·∂loss/∂student into ``grad``.
+
+    ``student``, ``grad``: [N, V], unit stride along V; ``indices``: int64 [N, k]; ``logprobs``: [N, k]
+    teacher log-probs at T = 1; ``rest``: fp32 [N], log of the teacher's rest mass (-inf for none);
+    ``valid``: bool [N]; ``scale``: fp32 [] (1/N_valid for a mean). With a rest bucket the indices are
+    sorted per row first (the kernel walks them in ascending order). Reads 2·N·V elements and writes N·V.
+    """
+    from fastkd.kernels.sparse import sparse_kl_kernel  # triton is imported on first launch only
+
+    rows, vocab = student.shape
+    k = indices.shape[1]
+    loss = torch.empty(rows, dtype=torch.float32, device=student.device)
+    if rows == 0:
+        return loss
+    rest_bucket = has_rest_bucket(renormalize, k, vocab)
+    logprobs = logprobs.to(torch.float32)
+    if rest_bucket:
+        indices, order = indices.sort(dim=-1)
+        logprobs = logprobs.gather(-1, order)
+    config = launch_policy(vocab, k)
+    sparse_kl_kernel[(rows,)](
+        student,
+        indices.contiguous(),
+        logprobs.contiguous(),
+        rest,
+        grad,
+        loss,
+        valid.view(torch.uint8),
+        scale,
+        student.stride(0),
+        grad.stride(0),
+        vocab,
+        k,
+        1.0 / temperature,
+        REST=rest_bucket,
+        BLOCK=config.block,
+        K_BLOCK=config.k_block,
+        WINDOW=config.window,
+        num_warps=config.warps,
+    )
+    return loss
+
+
+@sparse_kl_fwd.register_fake
+def _sparse_kl_fwd_fake(student: torch.Tensor, *args: object) -> torch.Tensor:
+    return student.new_empty(student.shape[0], dtype=torch.float32)

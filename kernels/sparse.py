@@ -1,0 +1,165 @@
+"""Fused Triton kernel of the sparse (top-k) teacher KL: one program per token row.
+
+The teacher of row n is k (index, log-probability) slots plus, without renormalisation, one "rest"
+bucket (its log-mass precomputed per row by the launcher). With a = teacher log-probs / T over the
+buckets and b = z/T the tempered student logits, the program
+
+- pass A reads the student row (V elements) for an online log-sum-exp: over the whole row, or, with
+  a rest bucket, over the columns outside the support only (membership by a merge walk over the
+  ascending sorted indices, WINDOW of them at a time), so log q_rest = lse_rest − lse_all never comes
+  from a cancelling 1 − Σ q_k; lse_all = logaddexp(lse_rest, lse of the gathered support logits);
+- gathers the k student logits (k reads) for the loss Σ p̃ (log p̃ − log q) over the buckets;
+- pass C reads the student row again and writes the dense gradient (q_j − p̃_rest·q_j/q_rest)/T
+  (no rest term without a rest bucket), then, after a barrier, overwrites the k support columns
+  with (q_k − p̃_k)/T, all scaled by the reduction's factor, in the student's dtype.
+
+Traffic per row: 2·V reads + V writes + O(k); no [N, V] buffer besides the gradient.
+"""
+
+import triton
+import triton.language as tl
+
+from .divergence import NEG_INF, _online_lse
+
+
+@triton.jit
+def _safe(x):
+    """-inf -> 0, so that x − x and exp(y − x) stay free of NaN."""
+    return tl.where(x == NEG_INF, 0.0, x)
+
+
+@triton.jit
+def _logaddexp(x, y):
+    top = _safe(tl.maximum(x, y))
+    return top + tl.log(tl.exp(x - top) + tl.exp(y - top))
+
+
+@triton.jit
+def _support_member(cols, idx_row, pos, k, end, WINDOW: tl.constexpr):
+    """Which columns of the tile [.., end) hold a support index: the ascending indices from slot ``pos``
+    on are compared WINDOW at a time until one lies past the tile. Returns the mask and the next slot."""
+    member = cols < 0
+    taken = tl.full((), WINDOW, tl.int32)
+    while taken == WINDOW:
+        slots = pos + tl.arange(0, WINDOW)
+        ids = tl.load(idx_row + slots, mask=slots < k, other=0)
+        here = (slots < k) & (ids < end)
+        hit = (cols[:, None] == ids[None, :]) & here[None, :]
+        member = member | (tl.max(hit.to(tl.int32), 1) > 0)
+        taken = tl.sum(here.to(tl.int32), 0)
+        pos += taken
+    return member, pos
+
+
+@triton.jit
+def _student_lse(s_row, idx_row, V, k, inv_t, REST: tl.constexpr, BLOCK: tl.constexpr, WINDOW: tl.constexpr):
+    """Pass A: log-sum-exp of b = z/T over the row, or over the columns outside the support if REST."""
+    m = tl.full((), NEG_INF, tl.float32)
+    s = tl.zeros((), tl.float32)
+    pos = tl.zeros((), tl.int32)
+    for start in range(0, V, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        b = tl.load(s_row + cols, mask=cols < V, other=NEG_INF).to(tl.float32) * inv_t
+        if REST:
+            member, pos = _support_member(cols, idx_row, pos, k, start + BLOCK, WINDOW)
+            b = tl.where(member, NEG_INF, b)
+        m, s = _online_lse(m, s, b)
+    return m + tl.log(s)
+
+
+@triton.jit
+def _load_slots(s_row, idx_row, lp_row, start, k, inv_t, K_BLOCK: tl.constexpr):
+    """Slots [start, start + K_BLOCK): indices, tempered teacher log-probs a, gathered student b."""
+    slots = start + tl.arange(0, K_BLOCK)
+    inside = slots < k
+    ids = tl.load(idx_row + slots, mask=inside, other=0)
+    a = tl.load(lp_row + slots, mask=inside, other=NEG_INF) * inv_t
+    b = tl.load(s_row + ids, mask=inside, other=NEG_INF).to(tl.float32) * inv_t
+    return ids, inside, a, b
+
+
+@triton.jit
+def _slot_lses(s_row, idx_row, lp_row, k, inv_t, K_BLOCK: tl.constexpr):
+    """Online log-sum-exps of the teacher's a and the student's gathered b over the k slots."""
+    low = tl.full((), NEG_INF, tl.float32)
+    m_a, s_a, m_b, s_b = low, tl.zeros((), tl.float32), low, tl.zeros((), tl.float32)
+    for start in range(0, k, K_BLOCK):
+        ids, inside, a, b = _load_slots(s_row, idx_row, lp_row, start, k, inv_t, K_BLOCK)
+        m_a, s_a = _online_lse(m_a, s_a, a)
+        m_b, s_b = _online_lse(m_b, s_b, b)
+    return m_a + tl.log(s_a), m_b + tl.log(s_b)
+
+
+@triton.jit
+def _slot_pass(s_row, idx_row, lp_row, g_row, k, inv_t, lse_t, lse_all, coef, K_BLOCK: tl.constexpr):
+    """Σ p̃_k (log p̃_k − log q_k) over the slots; stores coef·(q_k − p̃_k) at the support indices."""
+    loss = tl.zeros((), tl.float32)
+    for start in range(0, k, K_BLOCK):
+        ids, inside, a, b = _load_slots(s_row, idx_row, lp_row, start, k, inv_t, K_BLOCK)
+        lp = a - _safe(lse_t)
+        lq = b - lse_all
+        p = tl.where(a == NEG_INF, 0.0, tl.exp(lp))
+        loss += tl.sum(tl.where(p > 0, p * (lp - lq), 0.0), 0)
+        tl.store(g_row + ids, ((tl.exp(lq) - p) * coef).to(g_row.dtype.element_ty), mask=inside)
+    return loss
+
+
+@triton.jit
+def sparse_kl_kernel(
+    s_ptr,
+    idx_ptr,
+    lp_ptr,
+    rest_ptr,
+    g_ptr,
+    loss_ptr,
+    valid_ptr,
+    scale_ptr,
+    s_stride,
+    g_stride,
+    V,
+    k,
+    inv_t,
+    REST: tl.constexpr,
+    BLOCK: tl.constexpr,
+    K_BLOCK: tl.constexpr,
+    WINDOW: tl.constexpr,
+):
+    """Per-token loss (fp32, unscaled) and the scaled gradient w.r.t. the student logits.
+
+    ``idx_ptr``/``lp_ptr``: int64 / fp32 [N, k], contiguous (indices ascending when REST);
+    ``rest_ptr``: fp32 [N], the teacher's log rest mass at T = 1 (read only when REST).
+    """
+    row = tl.program_id(0).to(tl.int64)
+    s_row = s_ptr + row * s_stride
+    g_row = g_ptr + row * g_stride
+    idx_row = idx_ptr + row * k
+    lp_row = lp_ptr + row * k
+    loss = tl.zeros((), tl.float32)
+    if tl.load(valid_ptr + row) != 0:
+        lse_a, lse_b = _slot_lses(s_row, idx_row, lp_row, k, inv_t, K_BLOCK)
+        lse_part = _student_lse(s_row, idx_row, V, k, inv_t, REST, BLOCK, WINDOW)
+        lse_all = lse_part
+        a_rest = tl.full((), NEG_INF, tl.float32)
+        if REST:
+            lse_all = _logaddexp(lse_part, lse_b)
+            a_rest = tl.load(rest_ptr + row) * inv_t
+        lse_t = _logaddexp(lse_a, a_rest)
+        coef = tl.where(lse_t == NEG_INF, 0.0, tl.load(scale_ptr) * inv_t)
+        lp_rest = a_rest - _safe(lse_t)
+        p_rest = tl.exp(lp_rest)
+        if REST:
+            loss = tl.where(p_rest > 0, p_rest * (lp_rest - lse_part + lse_all), 0.0)
+        for start in range(0, V, BLOCK):
+            cols = start + tl.arange(0, BLOCK)
+            b = tl.load(s_row + cols, mask=cols < V, other=NEG_INF).to(tl.float32) * inv_t
+            grad = tl.exp(b - lse_all)
+            if REST:
+                grad -= p_rest * tl.exp(tl.minimum(b - _safe(lse_part), 0.0))
+            tl.store(g_row + cols, (grad * coef).to(g_ptr.dtype.element_ty), mask=cols < V)
+        tl.debug_barrier()
+        loss += _slot_pass(s_row, idx_row, lp_row, g_row, k, inv_t, lse_t, lse_all, coef, K_BLOCK)
+    else:
+        for start in range(0, V, BLOCK):
+            cols = start + tl.arange(0, BLOCK)
+            tl.store(g_row + cols, tl.zeros((BLOCK,), tl.float32).to(g_ptr.dtype.element_ty), mask=cols < V)
+    tl.store(loss_ptr + row, loss)

@@ -4,14 +4,16 @@ The teacher of row n is k (index, log-probability) slots plus, without renormali
 bucket (its log-mass precomputed per row by the launcher). With a = teacher log-probs / T over the
 buckets and b = z/T the tempered student logits, the program
 
+- gathers the k student logits and teacher log-probs (k reads each) for their log-sum-exps;
 - pass A reads the student row (V elements) for an online log-sum-exp: over the whole row, or, with
   a rest bucket, over the columns outside the support only (membership by a merge walk over the
-  ascending sorted indices, WINDOW of them at a time), so log q_rest = lse_rest − lse_all never comes
-  from a cancelling 1 − Σ q_k; lse_all = logaddexp(lse_rest, lse of the gathered support logits);
-- gathers the k student logits (k reads) for the loss Σ p̃ (log p̃ − log q) over the buckets;
+  ascending sorted indices, one [BLOCK] comparison per support index), so that
+  log q_rest = lse_rest − lse_all never comes from a cancelling 1 − Σ q_k, and
+  lse_all = logaddexp(lse_rest, lse of the gathered support logits);
 - pass C reads the student row again and writes the dense gradient (q_j − p̃_rest·q_j/q_rest)/T
   (no rest term without a rest bucket), then, after a barrier, overwrites the k support columns
-  with (q_k − p̃_k)/T, all scaled by the reduction's factor, in the student's dtype.
+  with (q_k − p̃_k)/T, all scaled by the reduction's factor, in the student's dtype, and adds the
+  slots' loss terms Σ p̃_k (log p̃_k − log q_k) to the rest bucket's.
 
 Traffic per row: 2·V reads + V writes + O(k); no [N, V] buffer besides the gradient.
 """
@@ -35,33 +37,30 @@ def _logaddexp(x, y):
 
 
 @triton.jit
-def _support_member(cols, idx_row, pos, k, end, WINDOW: tl.constexpr):
-    """Which columns of the tile [.., end) hold a support index: the ascending indices from slot ``pos``
-    on are compared WINDOW at a time until one lies past the tile. Returns the mask and the next slot."""
+def _support_member(cols, idx_row, pos, next_id, k, end):
+    """Which columns of the tile [.., end) hold a support index: a merge walk over the ascending indices
+    from slot ``pos`` (holding ``next_id``) on, one [BLOCK] comparison per index in the tile. Returns the
+    mask and the walk's new position (slots past k read as 2^31 − 1, beyond every tile)."""
     member = cols < 0
-    taken = tl.full((), WINDOW, tl.int32)
-    while taken == WINDOW:
-        slots = pos + tl.arange(0, WINDOW)
-        ids = tl.load(idx_row + slots, mask=slots < k, other=0)
-        here = (slots < k) & (ids < end)
-        hit = (cols[:, None] == ids[None, :]) & here[None, :]
-        member = member | (tl.max(hit.to(tl.int32), 1) > 0)
-        taken = tl.sum(here.to(tl.int32), 0)
-        pos += taken
-    return member, pos
+    while next_id < end:
+        member = member | (cols == next_id)
+        pos += 1
+        next_id = tl.load(idx_row + pos, mask=pos < k, other=2147483647)
+    return member, pos, next_id
 
 
 @triton.jit
-def _student_lse(s_row, idx_row, V, k, inv_t, REST: tl.constexpr, BLOCK: tl.constexpr, WINDOW: tl.constexpr):
+def _student_lse(s_row, idx_row, V, k, inv_t, REST: tl.constexpr, BLOCK: tl.constexpr):
     """Pass A: log-sum-exp of b = z/T over the row, or over the columns outside the support if REST."""
     m = tl.full((), NEG_INF, tl.float32)
     s = tl.zeros((), tl.float32)
-    pos = tl.zeros((), tl.int32)
+    pos = tl.zeros((), tl.int64)
+    next_id = tl.load(idx_row)
     for start in range(0, V, BLOCK):
         cols = start + tl.arange(0, BLOCK)
         b = tl.load(s_row + cols, mask=cols < V, other=NEG_INF).to(tl.float32) * inv_t
         if REST:
-            member, pos = _support_member(cols, idx_row, pos, k, start + BLOCK, WINDOW)
+            member, pos, next_id = _support_member(cols, idx_row, pos, next_id, k, start + BLOCK)
             b = tl.where(member, NEG_INF, b)
         m, s = _online_lse(m, s, b)
     return m + tl.log(s)
@@ -122,7 +121,6 @@ def sparse_kl_kernel(
     REST: tl.constexpr,
     BLOCK: tl.constexpr,
     K_BLOCK: tl.constexpr,
-    WINDOW: tl.constexpr,
 ):
     """Per-token loss (fp32, unscaled) and the scaled gradient w.r.t. the student logits.
 
@@ -136,8 +134,8 @@ def sparse_kl_kernel(
     lp_row = lp_ptr + row * k
     loss = tl.zeros((), tl.float32)
     if tl.load(valid_ptr + row) != 0:
+        lse_part = _student_lse(s_row, idx_row, V, k, inv_t, REST, BLOCK)
         lse_a, lse_b = _slot_lses(s_row, idx_row, lp_row, k, inv_t, K_BLOCK)
-        lse_part = _student_lse(s_row, idx_row, V, k, inv_t, REST, BLOCK, WINDOW)
         lse_all = lse_part
         a_rest = tl.full((), NEG_INF, tl.float32)
         if REST:

@@ -34,7 +34,8 @@ def _row_loss(z: Tensor, idx: Tensor, lp: Tensor, renormalize: bool, temperature
         return z.new_zeros(())
     lw = lw - torch.logsumexp(lw, dim=0)
     terms = [
-        lwi.exp() * (lwi - lqi) if lwi > NEG_INF else z.new_zeros(()) for lwi, lqi in zip(lw, lqb, strict=True)
+        lwi.exp() * (lwi - lqi) if lwi > NEG_INF else z.new_zeros(())
+        for lwi, lqi in zip(lw, lqb, strict=True)
     ]
     return torch.stack(terms).sum()
 

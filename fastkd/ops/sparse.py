@@ -13,16 +13,15 @@ from fastkd.sparse_inputs import has_rest_bucket
 class SparseLaunchConfig(NamedTuple):
     block: int
     k_block: int
-    window: int
     warps: int
 
 
 def launch_policy(vocab: int, k: int) -> SparseLaunchConfig:
     """The divergence family's vocabulary tiles and warps (same reasoning: few configurations); slots in
-    chunks of up to 256 (at least 16), support membership compared 8 indices at a time."""
+    chunks of up to 256 (at least 16)."""
     base = divergence_launch_policy(vocab)
     k_block = min(max(16, 1 << (k - 1).bit_length()), 256)
-    return SparseLaunchConfig(base.block, k_block, 8, base.warps)
+    return SparseLaunchConfig(base.block, k_block, base.warps)
 
 
 @torch.library.custom_op("fastkd::sparse_kl_fwd", mutates_args=("grad",), device_types=("cuda", "cpu"))
@@ -74,7 +73,6 @@ def sparse_kl_fwd(
         REST=rest_bucket,
         BLOCK=config.block,
         K_BLOCK=config.k_block,
-        WINDOW=config.window,
         num_warps=config.warps,
     )
     return loss

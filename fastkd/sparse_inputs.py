@@ -2,7 +2,8 @@
 
 The teacher arrives as (indices [..., k], log-probabilities [..., k]) at temperature 1, as offline
 caches store it (see :func:`fastkd.teacher_topk`). Value checks run on the valid tokens only: eagerly
-with the offending values on CPU, as ``torch._assert_async`` on CUDA (no host synchronisation).
+with the offending values on CPU, as ``torch._assert_async`` on CUDA (no host synchronisation) and
+under ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def _check_values(indices: torch.Tensor, logprobs: torch.Tensor, valid: torch.Te
     ]
     for bad, message, values in problems:
         bad_rows = bad & valid
-        if valid.is_cuda:
+        if valid.is_cuda or torch.compiler.is_compiling():
             torch._assert_async(~bad_rows.any(), message)
         elif bool(bad_rows.any()):
             raise ValueError(f"{message}; first offending token has {values[bad_rows][0].tolist()[:16]}")

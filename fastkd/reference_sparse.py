@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from fastkd.inputs import reduce_rows
 from fastkd.reference import _kl_terms
@@ -36,14 +37,14 @@ def sparse_kl_rows(flat: SparseInputs, options: SparseOptions) -> torch.Tensor:
     keep = flat.valid[:, None]
     k = flat.indices.shape[1]
     indices = torch.where(keep, flat.indices, torch.arange(k, device=keep.device))
-    b = flat.student.to(compute).masked_fill(~keep, 0.0) / options.temperature
-    lse_all = torch.logsumexp(b, dim=-1, keepdim=True)
-    lq = b.gather(-1, indices) - lse_all
+    b = flat.student.to(compute).masked_fill(~keep, 0.0)
+    lq_full = F.log_softmax(b / options.temperature if options.temperature != 1.0 else b, dim=-1)
+    lq = lq_full.gather(-1, indices)
     lp, lp_rest = _teacher_buckets(flat, options, keep, compute)
     loss = _kl_terms(lp, lq).sum(-1)
     if has_rest_bucket(options.renormalize, k, flat.student.shape[1]):
-        lse_rest = b.scatter(-1, indices, NEG_INF).logsumexp(dim=-1, keepdim=True)
-        loss = loss + _kl_terms(lp_rest[:, None], lse_rest - lse_all).squeeze(-1)
+        lq_rest = lq_full.scatter(-1, indices, NEG_INF).logsumexp(dim=-1, keepdim=True)
+        loss = loss + _kl_terms(lp_rest[:, None], lq_rest).squeeze(-1)
     return torch.where(flat.valid, loss, 0.0)
 
 

@@ -4,12 +4,12 @@ The teacher of row n is k (index, log-probability) slots plus, without renormali
 bucket (its log-mass precomputed per row by the launcher). With a = teacher log-probs / T over the
 buckets and b = z/T the tempered student logits, the program
 
-- gathers the k student logits and teacher log-probs (k reads each) for their log-sum-exps;
 - pass A reads the student row (V elements) for an online log-sum-exp: over the whole row, or, with
   a rest bucket, over the columns outside the support only (membership by a merge walk over the
   ascending sorted indices, one [BLOCK] comparison per support index), so that
-  log q_rest = lse_rest − lse_all never comes from a cancelling 1 − Σ q_k, and
-  lse_all = logaddexp(lse_rest, lse of the gathered support logits);
+  log q_rest = lse_rest − lse_all never comes from a cancelling 1 − Σ q_k;
+- gathers the k student logits and teacher log-probs (k reads each) for their log-sum-exps, and with
+  a rest bucket lse_all = logaddexp(lse_rest, lse of the gathered student logits);
 - pass C reads the student row again and writes the dense gradient (q_j − p̃_rest·q_j/q_rest)/T
   (no rest term without a rest bucket), then, after a barrier, overwrites the k support columns
   with (q_k − p̃_k)/T, all scaled by the reduction's factor, in the student's dtype, and adds the

@@ -1,0 +1,120 @@
+"""Forward+backward of the sparse (top-k) teacher KL: fastkd against plain PyTorch and torch.compile.
+
+Run ``python -m pytest bench/bench_sparse.py --benchmark-json=out.json`` and render it with
+``python -m bench.report out.json`` (the case name says k and the mode). Providers side by side:
+
+- ``fastkd-triton``: ``sparse_kl(backend="triton")`` (CUDA only);
+- ``torch-eager``: ``sparse_kl(backend="torch")``, fastkd's pure-PyTorch reference (stable rest mass);
+- ``torch-gather``: a plain PyTorch gather-based implementation, as one would write it by hand
+  (log_softmax of the student, gather at the indices, rest mass as log(1 − Σ q_k));
+- ``torch-compile``: ``torch.compile(fullgraph=True)`` of that plain implementation.
+
+No peer package has this loss. One round is one forward and one backward from fresh student logits;
+``extra_info`` records GB/s (bytes that must move: read the student, write its gradient, read the
+cache) and the peak memory beyond the inputs, measured as in ``bench/bench_divergences.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from pytest_benchmark.fixture import BenchmarkFixture
+
+import fastkd
+from bench.bench_divergences import (
+    DEVICE,
+    DTYPES,
+    ROUNDS,
+    WARMUP_ROUNDS,
+    _first_call,
+    _median_seconds,
+    device_name,
+    peak_memory,
+)
+from bench.shapes import Shape, dtype_name, gbps, logit_bytes, shapes
+from fastkd.backends import triton_available
+from fastkd.losses import sparse_kl
+
+PROVIDERS = ("fastkd-triton", "torch-eager", "torch-gather", "torch-compile")
+K = 64
+Cache = tuple[torch.Tensor, torch.Tensor]
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def gather_sparse_kl(z: torch.Tensor, idx: torch.Tensor, lp: torch.Tensor, renormalize: bool) -> torch.Tensor:
+    """Plain PyTorch sparse-teacher forward KL (token mean, T = 1), the way it is usually written."""
+    lq = torch.log_softmax(z.float(), dim=-1).gather(-1, idx)
+    if renormalize:
+        lp = torch.log_softmax(lp, dim=-1)
+    p = lp.exp()
+    loss = (p * (lp - lq)).sum(-1)
+    if not renormalize:
+        p_rest = (1.0 - p.sum(-1)).clamp_min(1e-30)
+        q_rest = (1.0 - lq.exp().sum(-1)).clamp_min(1e-30)
+        loss = loss + p_rest * (p_rest.log() - q_rest.log())
+    return loss.mean()
+
+
+def make_loss(provider: str, renormalize: bool) -> LossFn:
+    if provider == "fastkd-triton":
+        if DEVICE != "cuda" or not triton_available():
+            pytest.skip("fastkd-triton needs a CUDA device and triton")
+        return lambda z, idx, lp: sparse_kl(z, idx, lp, renormalize=renormalize, backend="triton")
+    if provider == "torch-eager":
+        return lambda z, idx, lp: sparse_kl(z, idx, lp, renormalize=renormalize, backend="torch")
+    plain = lambda z, idx, lp: gather_sparse_kl(z, idx, lp, renormalize)
+    if provider == "torch-gather":
+        return plain
+    return torch.compile(plain, fullgraph=True, dynamic=False if DEVICE == "cuda" else None)
+
+
+def make_inputs(shape: Shape, dtype: torch.dtype) -> tuple[torch.Tensor, Cache]:
+    """Student logits (a leaf that requires grad), N(0, 2²), and the top-K cache of a teacher."""
+    generator = torch.Generator(DEVICE).manual_seed(0)
+    student = 2.0 * torch.randn(shape.n, shape.v, device=DEVICE, dtype=dtype, generator=generator)
+    teacher = 2.0 * torch.randn(shape.n, shape.v, device=DEVICE, dtype=dtype, generator=generator)
+    return student.requires_grad_(), fastkd.teacher_topk(teacher, min(K, shape.v))
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_name)
+@pytest.mark.parametrize("shape", shapes(DEVICE), ids=str)
+@pytest.mark.parametrize("renormalize", [True, False], ids=["renorm", "rest"])
+def test_sparse_kl(
+    benchmark: BenchmarkFixture, renormalize: bool, shape: Shape, dtype: torch.dtype, provider: str
+) -> None:
+    loss_fn = make_loss(provider, renormalize)
+    student, (idx, lp) = make_inputs(shape, dtype)
+
+    def step() -> None:
+        loss_fn(student, idx, lp).backward()
+        if DEVICE == "cuda":
+            torch.cuda.synchronize()
+
+    _first_call(step, provider)
+    student.grad = None
+    peak, method = peak_memory(step)
+
+    def fresh_gradient() -> None:
+        student.grad = None
+
+    case = f"sparse_kl-k{idx.shape[-1]}-{'renorm' if renormalize else 'rest'}"
+    benchmark.group = f"{case} {shape} {dtype_name(dtype)}"
+    benchmark.pedantic(step, setup=fresh_gradient, rounds=ROUNDS, warmup_rounds=WARMUP_ROUNDS)
+    nbytes = 2 * logit_bytes(shape.n, shape.v, dtype) + idx.numel() * 12
+    median = _median_seconds(benchmark)
+    benchmark.extra_info.update(
+        provider=provider,
+        divergence=case,
+        N=shape.n,
+        V=shape.v,
+        dtype=dtype_name(dtype),
+        device=device_name(),
+        bytes_moved=nbytes,
+        gbps=gbps(nbytes, median) if median else None,
+        peak_mem_bytes=peak,
+        extra_mem_bytes=None if peak is None else peak - logit_bytes(shape.n, shape.v, dtype),
+        peak_mem_method=method,
+    )

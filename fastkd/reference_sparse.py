@@ -1,8 +1,8 @@
 """Pure-PyTorch sparse (top-k) teacher KL: the ``torch`` backend and the benchmarks' baseline.
 
 Formula in :func:`fastkd.losses.sparse_kl`; autograd supplies the gradient. Invalid tokens get a
-harmless teacher (indices 0..k−1, uniform) and a zero student row, so their garbage never reaches a
-gradient; their loss is 0.
+harmless teacher (indices 0..k−1, uniform) and, when labels or a mask are given, a zero student row,
+so their garbage never reaches a gradient; their loss is 0.
 """
 
 from __future__ import annotations
@@ -37,14 +37,23 @@ def sparse_kl_rows(flat: SparseInputs, options: SparseOptions) -> torch.Tensor:
     keep = flat.valid[:, None]
     k = flat.indices.shape[1]
     indices = torch.where(keep, flat.indices, torch.arange(k, device=keep.device))
-    b = flat.student.to(compute).masked_fill(~keep, 0.0)
-    lq_full = F.log_softmax(b / options.temperature if options.temperature != 1.0 else b, dim=-1)
-    lq = lq_full.gather(-1, indices)
+    b = flat.student.to(compute)
+    if not flat.all_valid:
+        b = b.masked_fill(~keep, 0.0)
+    if options.temperature != 1.0:
+        b = b / options.temperature
+    rest = has_rest_bucket(options.renormalize, k, flat.student.shape[1])
+    if rest:  # log q_rest from a log-sum-exp over the columns outside the support, never 1 − Σ q_k
+        b_support = b.gather(-1, indices)
+        lse_rest = b.scatter(-1, indices, NEG_INF).logsumexp(dim=-1, keepdim=True)
+        lse_all = torch.logaddexp(lse_rest, b_support.logsumexp(dim=-1, keepdim=True))
+        lq = b_support - lse_all
+    else:
+        lq = F.log_softmax(b, dim=-1).gather(-1, indices)
     lp, lp_rest = _teacher_buckets(flat, options, keep, compute)
     loss = _kl_terms(lp, lq).sum(-1)
-    if has_rest_bucket(options.renormalize, k, flat.student.shape[1]):
-        lq_rest = lq_full.scatter(-1, indices, NEG_INF).logsumexp(dim=-1, keepdim=True)
-        loss = loss + _kl_terms(lp_rest[:, None], lq_rest).squeeze(-1)
+    if rest:
+        loss = loss + _kl_terms(lp_rest[:, None], lse_rest - lse_all).squeeze(-1)
     return torch.where(flat.valid, loss, 0.0)
 
 

@@ -41,14 +41,16 @@ class SparseOptions:
 
 @dataclass(frozen=True)
 class SparseInputs:
-    """Student [N, V], indices int64 [N, k], log-probs fp32 [N, k], the teacher's log rest mass fp32 [N]
-    (-inf without a rest bucket), valid tokens bool [N], leading shape and the mean's divisor."""
+    """Student [N, V], indices int64 [N, k], teacher log-probs [N, k], its log rest mass fp32 [N] (-inf
+    without a rest bucket), valid tokens bool [N] (``all_valid``: no labels and no mask were given),
+    leading shape and the mean's divisor."""
 
     student: torch.Tensor
     indices: torch.Tensor
     logprobs: torch.Tensor
     rest: torch.Tensor
     valid: torch.Tensor
+    all_valid: bool
     leading_shape: torch.Size
     divisor: torch.Tensor
 
@@ -143,6 +145,7 @@ def prepare_sparse(
         logprobs=flat_lp,
         rest=rest_log_mass(flat_lp, options.renormalize, vocab),
         valid=valid,
+        all_valid=labels is None and mask is None,
         leading_shape=leading,
         divisor=_divisor(valid, options.reduction, num_items_in_batch),
     )

@@ -15,18 +15,26 @@ from fastkd.inputs import FlatInputs, reduce_rows
 from fastkd.options import DivergenceOptions
 
 
+def _drop_zero_weight(x: torch.Tensor) -> torch.Tensor:
+    """In place: the NaN of 0·(−inf) (a side of weight 0 at a −inf logit) becomes 0, ±inf stay."""
+    return x.nan_to_num_(nan=0.0, posinf=float("inf"), neginf=float("-inf"))
+
+
 def interpolated_logits(b: torch.Tensor, a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """(1 − t)·b + t·a, a side with weight 0 dropped entirely (no 0·(−inf) = NaN at t = 0 or 1)."""
-    student_part = torch.where(t < 1, (1 - t) * b, 0.0)
-    teacher_part = torch.where(t > 0, t * a, 0.0)
-    return student_part + teacher_part
+    """(1 − t)·b + t·a without gradient, a side with weight 0 dropped entirely (t = 0 or 1)."""
+    with torch.no_grad():
+        mixed = _drop_zero_weight((1 - t) * b)
+        return mixed.add_(_drop_zero_weight(t * a))
 
 
 def taid_per_token(b: torch.Tensor, a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """ℓ = −Σ p_t log q from tempered logits b (student) and a (teacher) [N, V]; ``t`` a 0-dim tensor."""
+    """ℓ = −Σ p_t log q from tempered logits b (student) and a (teacher) [N, V]; ``t`` a 0-dim tensor.
+
+    p_t ≥ 0, so zeroing log q where p_t = 0 is all 0·log 0 = 0 needs (p_t > 0 at log q = −inf gives +inf).
+    """
     lq = F.log_softmax(b, dim=-1)
-    target = F.softmax(interpolated_logits(b.detach(), a, t), dim=-1)
-    return -torch.where(target > 0, target * lq.masked_fill(target == 0, 0.0), 0.0).sum(-1)
+    target = F.softmax(interpolated_logits(b, a, t), dim=-1)
+    return -(target * lq.masked_fill(target == 0, 0.0)).sum(-1)
 
 
 def taid_rows(flat: FlatInputs, t: torch.Tensor, options: DivergenceOptions) -> torch.Tensor:

@@ -69,6 +69,7 @@ def taid(
     ignore_index, temperature 1.0, reduction "mean", num_items_in_batch, backend "auto", inplace_grad).
     The loss is fp32 ([...] for ``"none"``); the student's gradient has the student's dtype.
     """
+    # TAID is the soft cross-entropy to p_t: the core options carry its temperature, reduction, ignore_index.
     options = DivergenceOptions.build(
         "soft_cross_entropy", temperature=temperature, reduction=reduction, ignore_index=ignore_index
     )

@@ -43,8 +43,9 @@ def taid_rows(flat: FlatInputs, t: torch.Tensor, options: DivergenceOptions) -> 
     keep = flat.valid[:, None]
     student = flat.student.to(compute).masked_fill(~keep, 0.0)
     teacher = flat.teacher.to(compute).masked_fill(~keep, 0.0)
-    temperature = options.temperature
-    loss = taid_per_token(student / temperature, teacher / temperature, t.to(compute))
+    if options.temperature != 1.0:
+        student, teacher = student / options.temperature, teacher / options.temperature
+    loss = taid_per_token(student, teacher, t.to(compute))
     return torch.where(flat.valid, loss, 0.0)
 
 

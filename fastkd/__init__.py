@@ -1,7 +1,8 @@
 """fastkd: fused, memory-efficient knowledge-distillation losses for vocabulary-scale models."""
 
 from fastkd import losses
+from fastkd.losses import TAIDSchedule
 from fastkd.options import DIVERGENCES
 
 __version__ = "0.1.0"
-__all__ = ["DIVERGENCES", "losses"]
+__all__ = ["DIVERGENCES", "TAIDSchedule", "losses"]

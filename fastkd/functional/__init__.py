@@ -11,6 +11,7 @@ from fastkd.functional.divergence import (
     soft_cross_entropy,
     tvd,
 )
+from fastkd.functional.taid import taid
 
 __all__ = [
     "akl",
@@ -21,5 +22,6 @@ __all__ = [
     "skew_kl",
     "skew_reverse_kl",
     "soft_cross_entropy",
+    "taid",
     "tvd",
 ]

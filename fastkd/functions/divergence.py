@@ -9,6 +9,26 @@ from fastkd.ops.divergence import divergence_fwd
 from fastkd.options import DivergenceOptions
 
 
+def save_fused_gradient(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor, reduction: str) -> None:
+    """Keep the gradient a fused kernel wrote in the forward for :func:`rescaled_gradient`."""
+    ctx.save_for_backward(grad)
+    ctx.reduction = reduction
+    ctx.spent = False
+
+
+def rescaled_gradient(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor) -> torch.Tensor:
+    """The saved gradient times ``grad_output``, in place (one backward per forward, else an error)."""
+    if ctx.spent:
+        raise RuntimeError(
+            "a fused fastkd loss rescales its precomputed gradient in place, so it supports one "
+            "backward per forward; recompute the loss (or use backend='torch') to backward twice"
+        )
+    ctx.spent = True
+    (grad,) = ctx.saved_tensors
+    scale = grad_output.reshape(-1, 1) if ctx.reduction == "none" else grad_output
+    return grad.mul_(scale.to(torch.float32))
+
+
 class DivergenceFunction(torch.autograd.Function):
     """Loss of a KD divergence whose kernel writes ∂loss/∂student in the forward pass.
 
@@ -43,19 +63,9 @@ class DivergenceFunction(torch.autograd.Function):
             options.temperature,
             options.hard_label_weight,
         )
-        ctx.save_for_backward(grad)
-        ctx.reduction = options.reduction
-        ctx.spent = False
+        save_fused_gradient(ctx, grad, options.reduction)
         return reduce_rows(loss_rows, leading_shape, divisor, options.reduction)
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor) -> tuple:
-        if ctx.spent:
-            raise RuntimeError(
-                "a fused fastkd loss rescales its precomputed gradient in place, so it supports one "
-                "backward per forward; recompute the loss (or use backend='torch') to backward twice"
-            )
-        ctx.spent = True
-        (grad,) = ctx.saved_tensors
-        scale = grad_output.reshape(-1, 1) if ctx.reduction == "none" else grad_output
-        return (grad.mul_(scale.to(torch.float32)),) + (None,) * 7
+        return (rescaled_gradient(ctx, grad_output),) + (None,) * 7

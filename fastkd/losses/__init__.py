@@ -9,6 +9,7 @@ from fastkd.functional import (
     skew_kl,
     skew_reverse_kl,
     soft_cross_entropy,
+    taid,
     tvd,
 )
 from fastkd.losses.divergence import (
@@ -22,6 +23,7 @@ from fastkd.losses.divergence import (
     SoftCrossEntropyLoss,
     TVDLoss,
 )
+from fastkd.losses.taid_loss import TAIDLoss, TAIDSchedule
 
 __all__ = [
     "AKLLoss",
@@ -32,6 +34,8 @@ __all__ = [
     "SkewKLLoss",
     "SkewReverseKLLoss",
     "SoftCrossEntropyLoss",
+    "TAIDLoss",
+    "TAIDSchedule",
     "TVDLoss",
     "akl",
     "forward_kl",
@@ -41,5 +45,6 @@ __all__ = [
     "skew_kl",
     "skew_reverse_kl",
     "soft_cross_entropy",
+    "taid",
     "tvd",
 ]

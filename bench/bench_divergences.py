@@ -29,8 +29,8 @@ import pytest
 import torch
 import torch._dynamo
 from pytest_benchmark.fixture import BenchmarkFixture
-from torch.profiler import ProfilerActivity, profile
 
+from bench.memory import measure
 from bench.shapes import Shape, bytes_moved, dtype_name, gbps, logit_bytes, shapes
 from fastkd.backends import extension_available, triton_available
 from fastkd.losses import kd_loss
@@ -125,27 +125,6 @@ def forward_backward(loss_fn: LossFn, student: torch.Tensor, teacher: torch.Tens
         torch.cuda.synchronize()
 
 
-def peak_memory(step: Callable[[], None]) -> tuple[int | None, str]:
-    """Peak bytes allocated during ``step`` beyond what was allocated before it, and the method."""
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        step()
-        return torch.cuda.max_memory_allocated() - before, "cuda.max_memory_allocated"
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    try:
-        events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    except AttributeError:
-        return None, "unavailable"
-    current = peak = 0
-    for _, nbytes in sorted((e.start_ns(), e.nbytes()) for e in events):
-        current += nbytes
-        peak = max(peak, current)
-    return peak, "profiler allocation events"
-
-
 def _first_call(step: Callable[[], None], provider: str) -> None:
     """Compile / autotune outside the timed rounds; skip on out-of-memory or a failed torch.compile."""
     try:
@@ -182,7 +161,7 @@ def test_divergence(
     step = lambda: forward_backward(loss_fn, student, teacher)
     _first_call(step, provider)
     student.grad = None
-    peak, method = peak_memory(step)
+    memory = measure(step, DEVICE)
 
     def fresh_gradient() -> None:
         student.grad = None
@@ -200,7 +179,7 @@ def test_divergence(
         device=device_name(),
         bytes_moved=nbytes,
         gbps=gbps(nbytes, median) if median else None,
-        peak_mem_bytes=peak,
-        extra_mem_bytes=None if peak is None else peak - logit_bytes(shape.n, shape.v, dtype),
-        peak_mem_method=method,
+        peak_mem_bytes=memory.peak,
+        extra_mem_bytes=None if memory.peak is None else memory.peak - logit_bytes(shape.n, shape.v, dtype),
+        peak_mem_method=memory.method,
     )

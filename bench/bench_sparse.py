@@ -11,7 +11,7 @@ Run ``python -m pytest bench/bench_sparse.py --benchmark-json=out.json`` and ren
 
 No peer package has this loss. One round is one forward and one backward from fresh student logits;
 ``extra_info`` records GB/s (bytes that must move: read the student, write its gradient, read the
-cache) and the peak memory beyond the inputs, measured as in ``bench/bench_divergences.py``.
+cache) and the peak memory beyond the inputs (``bench/memory.py``).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from bench.bench_divergences import (
     _first_call,
     _median_seconds,
     device_name,
-    peak_memory,
 )
+from bench.memory import measure
 from bench.shapes import Shape, dtype_name, gbps, logit_bytes, shapes
 from fastkd.backends import triton_available
 from fastkd.losses import sparse_kl
@@ -95,7 +95,7 @@ def test_sparse_kl(
 
     _first_call(step, provider)
     student.grad = None
-    peak, method = peak_memory(step)
+    memory = measure(step, DEVICE)
 
     def fresh_gradient() -> None:
         student.grad = None
@@ -114,7 +114,7 @@ def test_sparse_kl(
         device=device_name(),
         bytes_moved=nbytes,
         gbps=gbps(nbytes, median) if median else None,
-        peak_mem_bytes=peak,
-        extra_mem_bytes=None if peak is None else peak - logit_bytes(shape.n, shape.v, dtype),
-        peak_mem_method=method,
+        peak_mem_bytes=memory.peak,
+        extra_mem_bytes=None if memory.peak is None else memory.peak - logit_bytes(shape.n, shape.v, dtype),
+        peak_mem_method=memory.method,
     )

@@ -2,7 +2,8 @@
 
 from fastkd import losses
 from fastkd.functional.sparse import teacher_topk
+from fastkd.losses import TAIDSchedule
 from fastkd.options import DIVERGENCES
 
 __version__ = "0.1.0"
-__all__ = ["DIVERGENCES", "losses", "teacher_topk"]
+__all__ = ["DIVERGENCES", "TAIDSchedule", "losses", "teacher_topk"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -95,16 +96,34 @@ def assert_matches_oracle(
 ) -> None:
     """The backend's loss and gradient are within twice plain PyTorch's error (same dtype) of the
     fp64 oracle, plus one rounding of the dtype and fp32's floor on these logits; no NaN anywhere."""
-    loss, grad = run_fastkd(student, teacher, divergence, backend, grad_output, **options)
-    exact_loss, exact_grad = run_oracle(student, teacher, divergence, grad_output, **dict(options))
+    assert_close_to_oracle(
+        lambda b: run_fastkd(student, teacher, divergence, b, grad_output, **options),
+        run_oracle(student, teacher, divergence, grad_output, **dict(options)),
+        student,
+        teacher,
+        backend,
+        grad_output,
+        options,
+    )
+
+
+def assert_close_to_oracle(
+    run: Callable[[str], tuple[torch.Tensor, torch.Tensor]],
+    exact: tuple[torch.Tensor, torch.Tensor],
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    backend: str,
+    grad_output: torch.Tensor | float,
+    options: dict,
+) -> None:
+    """The tolerance rule of :func:`assert_matches_oracle` for any loss: ``run(backend)`` gives
+    (loss, gradient), ``exact`` the fp64 oracle's; ``options`` the call's keyword options."""
+    loss, grad = run(backend)
+    exact_loss, exact_grad = exact
     assert loss.dtype == torch.float32 or student.dtype == torch.float64
     assert grad.dtype == student.dtype
     assert not torch.isnan(loss).any() and not torch.isnan(grad).any()
-    base_loss, base_grad = (
-        (loss, grad)
-        if backend == "torch"
-        else run_fastkd(student, teacher, divergence, "torch", grad_output, **options)
-    )
+    base_loss, base_grad = (loss, grad) if backend == "torch" else run("torch")
     grad_floor, loss_floor = _fp32_floor(student, teacher, grad_output, options)
     scale = exact_grad.abs().max().item()
     grad_slack = GRAD_TOL[student.dtype] * scale + grad_floor

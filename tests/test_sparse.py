@@ -8,7 +8,7 @@ import torch
 import fastkd
 import fastkd.losses as L
 from tests.conftest import DEVICE
-from tests.helpers import BACKENDS, DTYPES, GRAD_TOL, LOSS_TOL, _fp32_floor, max_err
+from tests.helpers import BACKENDS, DTYPES, assert_close_to_oracle
 from tests.oracle_sparse import oracle_sparse_kl
 
 RENORMALIZE = [True, False]
@@ -54,23 +54,17 @@ def run_oracle(student, idx, lp, grad_output=1.0, **options) -> tuple[torch.Tens
 
 
 def assert_matches_oracle(student, idx, lp, backend, grad_output=1.0, **options) -> None:
-    """Within twice plain PyTorch's error (same dtype) of the fp64 oracle, plus one rounding of the
-    dtype and fp32's floor on these logits (the rule of tests/helpers.py); no NaN anywhere."""
-    loss, grad = run(student, idx, lp, backend, grad_output, **options)
-    exact_loss, exact_grad = run_oracle(student, idx, lp, grad_output, **options)
-    assert loss.dtype == torch.float32 and grad.dtype == student.dtype
-    assert not torch.isnan(loss).any() and not torch.isnan(grad).any()
-    base_loss, base_grad = (
-        (loss, grad) if backend == "torch" else run(student, idx, lp, "torch", grad_output, **options)
+    """The tolerance rule of tests/helpers.py (within twice plain PyTorch's error of the fp64 oracle,
+    plus one rounding of the dtype and fp32's floor on these logits and log-probs); no NaN anywhere."""
+    assert_close_to_oracle(
+        lambda b: run(student, idx, lp, b, grad_output, **options),
+        run_oracle(student, idx, lp, grad_output, **options),
+        student,
+        lp.masked_fill(lp.isinf(), 0.0),
+        backend,
+        grad_output,
+        options,
     )
-    grad_floor, loss_floor = _fp32_floor(student, lp.masked_fill(lp.isinf(), 0.0), grad_output, options)
-    base = 0.0 if backend == "torch" else max_err(base_grad, exact_grad)
-    grad_slack = GRAD_TOL[student.dtype] * exact_grad.abs().max().item() + grad_floor
-    assert max_err(grad, exact_grad) <= 2 * base + grad_slack, (max_err(grad, exact_grad), base, grad_slack)
-    finite = torch.isfinite(exact_loss)
-    largest = exact_loss[finite].abs().max().item() if finite.any() else 1.0
-    base = 0.0 if backend == "torch" else max_err(base_loss, exact_loss)
-    assert max_err(loss, exact_loss) <= 2 * base + LOSS_TOL * (1.0 + largest) + loss_floor, (loss, exact_loss)
 
 
 @pytest.mark.parametrize("renormalize", RENORMALIZE)

@@ -12,6 +12,7 @@ from fastkd.functional.divergence import (
     tvd,
 )
 from fastkd.functional.sparse import sparse_kl, teacher_topk
+from fastkd.functional.taid import taid
 
 __all__ = [
     "akl",
@@ -23,6 +24,7 @@ __all__ = [
     "skew_reverse_kl",
     "soft_cross_entropy",
     "sparse_kl",
+    "taid",
     "teacher_topk",
     "tvd",
 ]

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import torch
 
-from fastkd.functions.divergence import PrecomputedGradientFunction
+from fastkd.functions.divergence import rescaled_gradient, save_fused_gradient
 from fastkd.inputs import reduce_rows
 from fastkd.ops.sparse import sparse_kl_fwd
 from fastkd.sparse_inputs import SparseInputs, SparseOptions
 
 
-class SparseKLFunction(PrecomputedGradientFunction):
+class SparseKLFunction(torch.autograd.Function):
     """Sparse-teacher KL whose kernel writes ∂loss/∂student in the forward pass.
 
     Inputs are the flattened [N, V] student, the teacher's int64 indices and log-probs [N, k], its log
     rest mass [N], the bool [N] valid tokens, the mean's fp32 divisor, the options and the loss's
-    leading shape. Backward only rescales (see :class:`PrecomputedGradientFunction`).
+    leading shape. Backward only rescales the stored gradient in place (one backward per forward).
     """
 
     @staticmethod
@@ -42,8 +42,12 @@ class SparseKLFunction(PrecomputedGradientFunction):
             options.renormalize,
             options.temperature,
         )
-        SparseKLFunction.save_gradient(ctx, grad, options.reduction)
+        save_fused_gradient(ctx, grad, options.reduction)
         return reduce_rows(loss_rows, leading_shape, divisor, options.reduction)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor) -> tuple:
+        return (rescaled_gradient(ctx, grad_output),) + (None,) * 7
 
 
 def sparse_kl_fused(flat: SparseInputs, options: SparseOptions) -> torch.Tensor:

@@ -9,9 +9,11 @@ from fastkd.functional import (
     skew_kl,
     skew_reverse_kl,
     soft_cross_entropy,
+    sparse_kl,
+    taid,
+    teacher_topk,
     tvd,
 )
-from fastkd.functional.sparse import sparse_kl, teacher_topk
 from fastkd.losses.divergence import (
     AKLLoss,
     ForwardKLLoss,
@@ -24,6 +26,7 @@ from fastkd.losses.divergence import (
     TVDLoss,
 )
 from fastkd.losses.sparse import SparseKLLoss
+from fastkd.losses.taid_loss import TAIDLoss, TAIDSchedule
 
 __all__ = [
     "AKLLoss",
@@ -35,6 +38,8 @@ __all__ = [
     "SkewReverseKLLoss",
     "SoftCrossEntropyLoss",
     "SparseKLLoss",
+    "TAIDLoss",
+    "TAIDSchedule",
     "TVDLoss",
     "akl",
     "forward_kl",
@@ -45,6 +50,7 @@ __all__ = [
     "skew_reverse_kl",
     "soft_cross_entropy",
     "sparse_kl",
+    "taid",
     "teacher_topk",
     "tvd",
 ]

@@ -1,0 +1,18 @@
+# Developer entry points. `make install` then `make test` on a fresh machine (see README.md).
+PYTHON ?= python3
+
+.PHONY: install lint test bench report
+
+install:
+	$(PYTHON) -m pip install -e ".[dev]"
+
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+test:
+	$(PYTHON) -m pytest -q
+
+bench:
+	$(PYTHON) -m pytest bench/bench_divergences.py --benchmark-json=bench/results/latest.json -q
+	$(PYTHON) -m bench.report bench/results/latest.json

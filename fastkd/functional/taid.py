@@ -1,0 +1,80 @@
+"""TAID, temporally adaptive interpolated distillation (Shing et al., arXiv 2501.16937), as a function."""
+
+from __future__ import annotations
+
+import torch
+
+from fastkd import reference_taid
+from fastkd.backends import resolve
+from fastkd.functions.taid import TAIDFunction
+from fastkd.inputs import FlatInputs, prepare
+from fastkd.options import DivergenceOptions, _check_unit
+
+
+def interpolation_weight(t: object, like: torch.Tensor) -> torch.Tensor:
+    """``t`` as a 0-dim tensor on ``like``'s device (fp64 for fp64 logits, else fp32), without a sync.
+
+    A Python float must lie in [0, 1] (ValueError otherwise). A tensor must be 0-dim, floating and on
+    the logits' device; its range is asserted on the device (``torch._assert_async``: a RuntimeError on
+    CPU, a device-side assert on CUDA), so that checking it never waits for the GPU.
+    """
+    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+    if not isinstance(t, torch.Tensor):
+        _check_unit("t", t)
+        return torch.full((), float(t), dtype=dtype, device=like.device)
+    if t.dim() != 0:
+        raise ValueError(f"t must be a Python float or a 0-dim tensor, got shape {tuple(t.shape)}")
+    if not t.dtype.is_floating_point:
+        raise TypeError(f"t must be a floating tensor, got {t.dtype}")
+    if t.device != like.device:
+        raise ValueError(f"t is on {t.device} but the logits are on {like.device}")
+    t = t.detach().to(dtype, copy=True)
+    torch._assert_async((t >= 0) & (t <= 1), "TAID's interpolation weight t must lie in [0, 1]")
+    return t
+
+
+def _fused(flat: FlatInputs, t: torch.Tensor, options: DivergenceOptions, inplace_grad: bool) -> torch.Tensor:
+    student = flat.student if flat.student.stride(-1) == 1 else flat.student.contiguous()
+    teacher = flat.teacher if flat.teacher.stride(-1) == 1 else flat.teacher.contiguous()
+    return TAIDFunction.apply(
+        student, teacher, flat.valid, t, flat.divisor, options, flat.leading_shape, inplace_grad
+    )
+
+
+def taid(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    t: float | torch.Tensor,
+    *,
+    labels: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    temperature: float = 1.0,
+    reduction: str = "mean",
+    num_items_in_batch: int | torch.Tensor | None = None,
+    backend: str = "auto",
+    inplace_grad: bool = False,
+) -> torch.Tensor:
+    """TAID loss: cross-entropy of the student to the interpolated target (arXiv 2501.16937).
+
+    With q = softmax(z/T) (student z) and the teacher's logits u, the target is
+    p_t = softmax((1 − t)·stopgrad(z/T) + t·u/T): it mixes logits, not probabilities, and moves from
+    the student itself (t = 0: loss H(q), gradient 0) to the teacher (t = 1: ``soft_cross_entropy``).
+    Per token ℓ = −Σ p_t log q, gradient (q − p_t)/T; no T² factor.
+
+    ``student_logits``, ``teacher_logits``: [..., V] (fp32, bf16 or fp16; the teacher is detached).
+    ``t``: a Python float in [0, 1] or a 0-dim floating tensor on the logits' device (read by the
+    kernel from memory: changing it neither syncs nor recompiles); :class:`fastkd.TAIDSchedule` moves
+    it adaptively. The other options are those of :func:`fastkd.losses.kd_loss` (labels, mask,
+    ignore_index, temperature 1.0, reduction "mean", num_items_in_batch, backend "auto", inplace_grad).
+    The loss is fp32 ([...] for ``"none"``); the student's gradient has the student's dtype.
+    """
+    # TAID is the soft cross-entropy to p_t: the core options carry its temperature, reduction, ignore_index.
+    options = DivergenceOptions.build(
+        "soft_cross_entropy", temperature=temperature, reduction=reduction, ignore_index=ignore_index
+    )
+    flat = prepare(student_logits, teacher_logits, options, labels, mask, num_items_in_batch)
+    weight = interpolation_weight(t, flat.student)
+    if resolve(backend, flat.student) == "torch":
+        return reference_taid.taid_loss(flat, weight, options)
+    return _fused(flat, weight, options, inplace_grad)

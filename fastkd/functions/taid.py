@@ -1,0 +1,41 @@
+"""Autograd for the fused TAID loss: the gradient is computed in the forward pass."""
+
+from __future__ import annotations
+
+import torch
+
+from fastkd.functions.divergence import rescaled_gradient, save_fused_gradient
+from fastkd.inputs import reduce_rows
+from fastkd.ops.taid import taid_fwd
+from fastkd.options import DivergenceOptions
+
+
+class TAIDFunction(torch.autograd.Function):
+    """TAID loss whose kernel writes ∂loss/∂student in the forward pass.
+
+    Inputs are the flattened [N, V] student and teacher, the bool [N] valid tokens, the fp32 0-dim
+    interpolation weight t (no gradient), the mean's fp32 divisor, the options (temperature and
+    reduction are used) and the loss's leading shape. Backward rescales the stored gradient by
+    ``grad_output`` in place, as :class:`~fastkd.functions.divergence.DivergenceFunction` does.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        student: torch.Tensor,
+        teacher: torch.Tensor,
+        valid: torch.Tensor,
+        t: torch.Tensor,
+        divisor: torch.Tensor,
+        options: DivergenceOptions,
+        leading_shape: torch.Size,
+        inplace_grad: bool,
+    ) -> torch.Tensor:
+        grad = student if inplace_grad else torch.empty_like(student)
+        loss_rows = taid_fwd(student, teacher, valid, t, divisor.reciprocal(), grad, options.temperature)
+        save_fused_gradient(ctx, grad, options.reduction)
+        return reduce_rows(loss_rows, leading_shape, divisor, options.reduction)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor) -> tuple:
+        return (rescaled_gradient(ctx, grad_output),) + (None,) * 7

@@ -1,0 +1,89 @@
+"""Fused Triton kernel for TAID, temporally adaptive interpolated distillation (arXiv 2501.16937).
+
+With b = z/T (student), a = u/T (teacher) and the interpolation weight t loaded from a device pointer
+(a schedule that moves t every step neither syncs nor recompiles), the target is
+p_t = softmax(c), c = (1 − t)·b + t·a (the student side detached), and per row
+
+    ℓ = −Σ p_t log q,   ∂ℓ/∂z = (q − p_t)/T,   q = softmax(b).
+
+One program handles one row in vocabulary tiles of BLOCK, fp32 arithmetic:
+
+- pass A reads student and teacher (2·V elements) for two online log-sum-exps, of b and of c; the
+  teacher's own log-sum-exp is not needed, as softmax((1 − t)·log q + t·log p) = softmax(c): the
+  per-row constants cancel;
+- pass B reads both again, accumulates the loss and writes the gradient, already scaled by the
+  reduction, in the student's dtype.
+
+Traffic per row: 2V + 2V reads and V writes; per-row outputs are one fp32 loss, nothing else.
+"""
+
+import triton
+import triton.language as tl
+
+from .divergence import NEG_INF, _load_tile, _online_lse
+
+
+@triton.jit
+def _mix(b, a, t):
+    """c = (1 − t)·b + t·a, where a zero weight drops its side entirely (no 0·(−inf) = NaN)."""
+    student_part = tl.where(t < 1.0, (1.0 - t) * b, 0.0)
+    teacher_part = tl.where(t > 0.0, t * a, 0.0)
+    return student_part + teacher_part
+
+
+@triton.jit
+def _taid_stats(s_row, t_row, V, inv_t, t, BLOCK: tl.constexpr):
+    """Pass A: log-sum-exps of the student's b and of the interpolated c (padding is −inf in both)."""
+    zero = tl.zeros((), tl.float32)
+    low = tl.full((), NEG_INF, tl.float32)
+    m_b, s_b, m_c, s_c = low, zero, low, zero
+    for start in range(0, V, BLOCK):
+        cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
+        m_b, s_b = _online_lse(m_b, s_b, b)
+        m_c, s_c = _online_lse(m_c, s_c, _mix(b, a, t))
+    return m_b + tl.log(s_b), m_c + tl.log(s_c)
+
+
+@triton.jit
+def taid_kernel(
+    s_ptr,
+    t_ptr,
+    g_ptr,
+    loss_ptr,
+    valid_ptr,
+    mix_ptr,
+    scale_ptr,
+    s_stride,
+    t_stride,
+    g_stride,
+    V,
+    inv_t,
+    BLOCK: tl.constexpr,
+):
+    """Per-token loss −Σ p_t log q (fp32, unscaled) and scale·(q − p_t)/T written to ``g_ptr``.
+
+    ``mix_ptr`` holds t (fp32, 0-dim), ``scale_ptr`` the reduction's factor (1/N_valid for a mean);
+    invalid rows get loss 0 and a zero gradient.
+    """
+    row = tl.program_id(0).to(tl.int64)
+    s_row = s_ptr + row * s_stride
+    t_row = t_ptr + row * t_stride
+    g_row = g_ptr + row * g_stride
+    loss = tl.zeros((), tl.float32)
+    if tl.load(valid_ptr + row) != 0:
+        t = tl.load(mix_ptr)
+        lse_b, lse_c = _taid_stats(s_row, t_row, V, inv_t, t, BLOCK)
+        scale = tl.load(scale_ptr)
+        for start in range(0, V, BLOCK):
+            cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
+            lb = b - lse_b
+            p = tl.exp(_mix(b, a, t) - lse_c)
+            q = tl.exp(lb)
+            loss += tl.sum(tl.where(p > 0, -p * lb, 0.0), 0)
+            grad = (q - p) * inv_t
+            tl.store(g_row + cols, (grad * scale).to(g_ptr.dtype.element_ty), mask=inside)
+    else:
+        for start in range(0, V, BLOCK):
+            cols = start + tl.arange(0, BLOCK)
+            tl.store(g_row + cols, tl.zeros((BLOCK,), tl.float32).to(g_ptr.dtype.element_ty), mask=cols < V)
+    tl.store(loss_ptr + row, loss)

@@ -23,3 +23,6 @@ __all__ = [
     "soft_cross_entropy",
     "tvd",
 ]
+from fastkd.functional.sinkhorn import sinkd_objective, sinkhorn_loss
+
+__all__ += ["sinkd_objective", "sinkhorn_loss"]

@@ -43,3 +43,7 @@ __all__ = [
     "soft_cross_entropy",
     "tvd",
 ]
+from fastkd.functional import sinkd_objective, sinkhorn_loss
+from fastkd.losses.sinkhorn import SinKDObjectiveLoss, SinkhornLoss
+
+__all__ += ["SinKDObjectiveLoss", "SinkhornLoss", "sinkd_objective", "sinkhorn_loss"]

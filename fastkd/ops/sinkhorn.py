@@ -1,0 +1,158 @@
+"""Launchers of the SinKD cost kernels, registered as ``fastkd::sinkhorn_cost`` and
+``fastkd::sinkhorn_cost_grad``.
+
+``impl="triton"`` runs kernels/sinkhorn.py (CUDA, or CPU under TRITON_INTERPRET=1); ``impl="torch"`` is
+the same computation in chunked PyTorch ops (columns of V at a time, so the [B, B, chunk] temporaries
+stay under ``CHUNK_ELEMENTS``): the CPU path of the fused loss.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+CHUNK_ELEMENTS = 1 << 20
+
+
+class SinkhornLaunch(NamedTuple):
+    block_i: int
+    block_j: int
+    block_v: int
+    lse_block: int
+    warps: int
+
+
+def launch_policy(vocab: int) -> SinkhornLaunch:
+    """Tiles for rows of ``vocab`` entries: class counts (GLUE, V ≤ 4) take 32×32 pairs × 4 classes;
+    anything wider 16×16 pairs × 32 columns (8192 pair terms a step, 64 a thread with 4 warps)."""
+    if vocab <= 4:
+        return SinkhornLaunch(32, 32, 4, 128, 4)
+    return SinkhornLaunch(16, 16, 32, 128 if vocab <= 128 else 1024, 4)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return (a + b - 1) // b
+
+
+def _chunk(rows: int) -> int:
+    return max(1, CHUNK_ELEMENTS // max(rows * rows, 1))
+
+
+def _lse_torch(x: torch.Tensor, inv_tau: float, chunk: int) -> torch.Tensor:
+    parts = [torch.logsumexp(x[:, c : c + chunk].float() * inv_tau, -1) for c in range(0, x.shape[1], chunk)]
+    return torch.logsumexp(torch.stack(parts, -1), -1)
+
+
+def _probs_torch(x: torch.Tensor, lse: torch.Tensor, valid: torch.Tensor, inv_tau: float) -> torch.Tensor:
+    return torch.where(valid[:, None], torch.exp(x.float() * inv_tau - lse[:, None]), 0.0)
+
+
+def _cost_torch(
+    student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor, inv_tau: float, with_d: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    rows, vocab = student.shape
+    chunk = _chunk(rows)
+    lse_s, lse_t = _lse_torch(student, inv_tau, chunk), _lse_torch(teacher, inv_tau, chunk)
+    w = student.new_zeros(rows, rows, dtype=torch.float32)
+    d = student.new_zeros((rows, rows) if with_d else (0, 0), dtype=torch.float32)
+    for c in range(0, vocab, chunk):
+        q = _probs_torch(student[:, c : c + chunk], lse_s, valid, inv_tau)
+        p = _probs_torch(teacher[:, c : c + chunk], lse_t, valid, inv_tau)
+        diff = q[:, None, :] - p[None, :, :]
+        w += diff.abs().sum(-1)
+        if with_d:
+            d += (q[:, None, :] * diff.sign()).sum(-1)
+    return w, d, lse_s, lse_t
+
+
+def _cost_triton(
+    student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor, inv_tau: float, with_d: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    from fastkd.kernels.sinkhorn import cost_kernel, row_lse_kernel
+
+    rows, vocab = student.shape
+    config = launch_policy(vocab)
+    lse_s = student.new_empty(rows, dtype=torch.float32)
+    lse_t = student.new_empty(rows, dtype=torch.float32)
+    w = student.new_empty(rows, rows, dtype=torch.float32)
+    d = student.new_empty((rows, rows) if with_d else (0, 0), dtype=torch.float32)
+    row_lse_kernel[(rows,)](
+        student, teacher, lse_s, lse_t, student.stride(0), teacher.stride(0), vocab, inv_tau,
+        BLOCK=config.lse_block, num_warps=config.warps,
+    )  # fmt: skip
+    grid = (_cdiv(rows, config.block_i), _cdiv(rows, config.block_j))
+    cost_kernel[grid](
+        student, teacher, lse_s, lse_t, valid.view(torch.uint8), w, d if with_d else w,
+        student.stride(0), teacher.stride(0), rows, vocab, inv_tau,
+        WITH_D=with_d, BI=config.block_i, BJ=config.block_j, BV=config.block_v, num_warps=config.warps,
+    )  # fmt: skip
+    return w, d, lse_s, lse_t
+
+
+@torch.library.custom_op("fastkd::sinkhorn_cost", mutates_args=(), device_types=("cuda", "cpu"))
+def sinkhorn_cost(
+    student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor, inv_tau: float, with_d: bool, impl: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(W, D, lse_s, lse_t): W [B, B] = L1 cost between softmax(student/τ) rows and softmax(teacher/τ)
+    rows, D [B, B] = Σ_v q_iv·sign(q_iv − p_jv) (empty [0, 0] unless ``with_d``), and the fp32 [B]
+    log-sum-exps of z/τ and u/τ. ``student``, ``teacher``: [B, V], unit stride along V; ``valid``: bool [B].
+    """
+    if student.shape[0] == 0:
+        return _cost_torch(student, teacher, valid, inv_tau, with_d)
+    run = _cost_triton if impl == "triton" else _cost_torch
+    return run(student, teacher, valid, inv_tau, with_d)
+
+
+@sinkhorn_cost.register_fake
+def _sinkhorn_cost_fake(
+    student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor, inv_tau: float, with_d: bool, impl: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    rows = student.shape[0]
+    square = student.new_empty(rows, rows, dtype=torch.float32)
+    d = student.new_empty((rows, rows) if with_d else (0, 0), dtype=torch.float32)
+    lse = student.new_empty(rows, dtype=torch.float32)
+    return square, d, lse, lse.clone()
+
+
+def _cost_grad_torch(
+    student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor, lse_s: torch.Tensor,
+    lse_t: torch.Tensor, g: torch.Tensor, c: torch.Tensor, inv_tau: float,
+) -> torch.Tensor:  # fmt: skip
+    grad = torch.empty_like(student)
+    chunk = _chunk(student.shape[0])
+    for start in range(0, student.shape[1], chunk):
+        q = _probs_torch(student[:, start : start + chunk], lse_s, valid, inv_tau)
+        p = _probs_torch(teacher[:, start : start + chunk], lse_t, valid, inv_tau)
+        h = (g[:, :, None] * (q[:, None, :] - p[None, :, :]).sign()).sum(1)
+        grad[:, start : start + chunk] = q * (h - c[:, None]) * inv_tau
+    return grad
+
+
+@torch.library.custom_op("fastkd::sinkhorn_cost_grad", mutates_args=(), device_types=("cuda", "cpu"))
+def sinkhorn_cost_grad(
+    student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor, lse_s: torch.Tensor,
+    lse_t: torch.Tensor, g: torch.Tensor, c: torch.Tensor, inv_tau: float, impl: str,
+) -> torch.Tensor:  # fmt: skip
+    """dS/dz [B, V] in the student's dtype from G = dS/dW (fp32 [B, B], zero at invalid pairs) and
+    c = Σ_j G_ij D_ij (fp32 [B]): q_iv·(Σ_j G_ij·sign(q_iv − p_jv) − c_i)/τ."""
+    g, c = g.float().contiguous(), c.float().contiguous()
+    if impl != "triton" or student.shape[0] == 0:
+        return _cost_grad_torch(student, teacher, valid, lse_s, lse_t, g, c, inv_tau)
+    from fastkd.kernels.sinkhorn import cost_grad_kernel
+
+    rows, vocab = student.shape
+    config = launch_policy(vocab)
+    grad = torch.empty_like(student)
+    grid = (_cdiv(rows, config.block_i), _cdiv(vocab, config.block_v))
+    cost_grad_kernel[grid](
+        student, teacher, lse_s, lse_t, valid.view(torch.uint8), g, c, grad,
+        student.stride(0), teacher.stride(0), grad.stride(0), rows, vocab, inv_tau,
+        BI=config.block_i, BJ=config.block_j, BV=config.block_v, num_warps=config.warps,
+    )  # fmt: skip
+    return grad
+
+
+@sinkhorn_cost_grad.register_fake
+def _sinkhorn_cost_grad_fake(student: torch.Tensor, *args: object) -> torch.Tensor:
+    return torch.empty_like(student)

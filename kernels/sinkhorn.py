@@ -58,6 +58,12 @@ def _probs(ptr, rows, keep, lse, stride, cols, V, inv_tau):
 
 
 @triton.jit
+def _sign(x):
+    """sign(x) with sign(0) = 0, as autograd's |x| has."""
+    return tl.where(x > 0, 1.0, 0.0) - tl.where(x < 0, 1.0, 0.0)
+
+
+@triton.jit
 def _rows(valid_ptr, lse_ptr, start, B, BLOCK: tl.constexpr):
     rows = start + tl.arange(0, BLOCK)
     inside = rows < B
@@ -82,8 +88,7 @@ def cost_kernel(
         diff = q[:, None, :] - p[None, :, :]
         w += tl.sum(tl.abs(diff), 2)
         if WITH_D:
-            q3 = q[:, None, :] + tl.zeros((1, BJ, 1), tl.float32)
-            d += tl.sum(tl.where(diff > 0, q3, 0.0) - tl.where(diff < 0, q3, 0.0), 2)
+            d += tl.sum(_sign(diff) * q[:, None, :], 2)
     out = ri.to(tl.int64)[:, None] * B + rj[None, :]
     pair = in_i[:, None] & in_j[None, :]
     tl.store(w_ptr + out, w, mask=pair)
@@ -106,9 +111,7 @@ def cost_grad_kernel(
         p = _probs(t_ptr, rj, keep_j, lse_j, t_stride, cols, V, inv_tau)
         g_offsets = ri.to(tl.int64)[:, None] * B + rj[None, :]
         g = tl.load(g_ptr + g_offsets, mask=keep_i[:, None] & keep_j[None, :], other=0.0)
-        diff = q[:, None, :] - p[None, :, :]
-        g3 = g[:, :, None] + tl.zeros((1, 1, BV), tl.float32)
-        h += tl.sum(tl.where(diff > 0, g3, 0.0) - tl.where(diff < 0, g3, 0.0), 1)
+        h += tl.sum(_sign(q[:, None, :] - p[None, :, :]) * g[:, :, None], 1)
     c = tl.load(c_ptr + ri, mask=keep_i, other=0.0)
     grad = q * (h - c[:, None]) * inv_tau
     offsets = ri.to(tl.int64)[:, None] * grad_stride + cols[None, :]

@@ -23,12 +23,17 @@ class SinkhornLaunch(NamedTuple):
     warps: int
 
 
-def launch_policy(vocab: int) -> SinkhornLaunch:
-    """Tiles for rows of ``vocab`` entries: class counts (GLUE, V ≤ 4) take 32×32 pairs × 4 classes;
-    anything wider 16×16 pairs × 32 columns (8192 pair terms a step, 64 a thread with 4 warps)."""
+def launch_policy(rows: int, vocab: int) -> SinkhornLaunch:
+    """Tiles for ``rows`` rows of ``vocab`` entries, one of three so that few kernels compile: class
+    counts (GLUE, V ≤ 4) take 32×32 pairs × 4 classes; up to 4 wide rows take 4×4 pairs × 256 columns
+    (16×16 tiles would idle 15/16 of the lanes); anything else 16×16 pairs × 32 columns. Each is 4096 or
+    8192 pair terms a step: 32 or 64 a thread with 4 warps."""
+    lse_block = 128 if vocab <= 128 else 1024
     if vocab <= 4:
-        return SinkhornLaunch(32, 32, 4, 128, 4)
-    return SinkhornLaunch(16, 16, 32, 128 if vocab <= 128 else 1024, 4)
+        return SinkhornLaunch(32, 32, 4, lse_block, 4)
+    if rows <= 4:
+        return SinkhornLaunch(4, 4, 256, lse_block, 4)
+    return SinkhornLaunch(16, 16, 32, lse_block, 4)
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -72,7 +77,7 @@ def _cost_triton(
     from fastkd.kernels.sinkhorn import cost_kernel, row_lse_kernel
 
     rows, vocab = student.shape
-    config = launch_policy(vocab)
+    config = launch_policy(rows, vocab)
     lse_s = student.new_empty(rows, dtype=torch.float32)
     lse_t = student.new_empty(rows, dtype=torch.float32)
     w = student.new_empty(rows, rows, dtype=torch.float32)
@@ -142,7 +147,7 @@ def sinkhorn_cost_grad(
     from fastkd.kernels.sinkhorn import cost_grad_kernel
 
     rows, vocab = student.shape
-    config = launch_policy(vocab)
+    config = launch_policy(rows, vocab)
     grad = torch.empty_like(student)
     grid = (_cdiv(rows, config.block_i), _cdiv(vocab, config.block_v))
     cost_grad_kernel[grid](

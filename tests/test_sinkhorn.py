@@ -131,3 +131,12 @@ def test_teacher_gets_no_gradient(impl):
     teacher = u.clone().requires_grad_()
     run_impl(impl, z, teacher)
     assert teacher.grad is None
+
+
+def test_torch_path_in_several_chunks(monkeypatch):
+    from fastkd.ops import sinkhorn_torch
+
+    monkeypatch.setattr(sinkhorn_torch, "CHUNK_ELEMENTS", 7 * 64)  # 64 columns of 7 rows, last one short
+    z, u = logits(7, 1271, seed=12)
+    mask = torch.tensor([True, True, False, True, True, True, True], device=DEVICE)
+    assert_matches_oracle("fused-torch", z.bfloat16(), u.bfloat16(), mask=mask, epsilon=0.05)

@@ -8,7 +8,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import fastkd.losses as L
 from fastkd.functional.sinkhorn import fused_sinkhorn
-from fastkd.ops.sinkhorn import CHUNK_ELEMENTS, sinkhorn_cost, sinkhorn_cost_grad
+from fastkd.ops.sinkhorn import sinkhorn_cost, sinkhorn_cost_grad
 from fastkd.sinkhorn_options import SinkhornOptions
 from tests.conftest import DEVICE, assert_compiled_without_spills
 from tests.helpers import HAS_TRITON, max_err
@@ -141,7 +141,7 @@ def test_no_pairwise_vocab_tensor(impl):
     z, u = logits(rows, vocab, seed=3)
     largest, _ = allocations(lambda: forward_backward(impl, z, u))
     assert largest < rows * rows * vocab * 4 // 16, largest  # [B, B, V] fp32 would be 128 MiB
-    assert largest <= 4 * max(rows * vocab, CHUNK_ELEMENTS)  # one [B, V] or one [B, B, chunk] temporary
+    assert largest <= 4 * rows * vocab  # at most one fp32 [B, V] temporary
 
 
 @pytest.mark.skipif(DEVICE != "cpu", reason="profiler memory records on CPU")
@@ -158,7 +158,7 @@ def test_fused_backward_keeps_no_copy_of_the_plan_per_iteration():
 def op_args(impl: str) -> tuple:
     z, u = logits(6, 40, seed=5)
     valid = torch.tensor([True, True, False, True, True, True], device=DEVICE)
-    return z, u, valid, 0.5, True, impl
+    return z, u, valid, 0.5, impl == "triton", impl
 
 
 @pytest.mark.parametrize("impl", ["torch", pytest.param("triton", marks=needs_triton)])
@@ -168,7 +168,7 @@ def test_opcheck(impl):
     torch.library.opcheck(sinkhorn_cost, args, test_utils=utils)
     w, d, lse_s, lse_t = sinkhorn_cost(*args)
     g = torch.randn_like(w) * args[2][:, None] * args[2][None, :]
-    grad_args = (*args[:3], lse_s, lse_t, g, (g * d).sum(1), 0.5, impl)
+    grad_args = (*args[:3], lse_s, lse_t, g, d, 0.5, impl)
     torch.library.opcheck(sinkhorn_cost_grad, grad_args, test_utils=utils)
 
 

@@ -15,8 +15,8 @@ class SinkhornFunction(torch.autograd.Function):
     """S = scale·Σ Π⊙W of flattened [B, V] student/teacher logits and bool [B] valid rows.
 
     ``impl`` is "triton" (kernels/sinkhorn.py) or "torch" (the same computation in chunked PyTorch ops).
-    Saved for backward: the logits (inputs), W and D (B×B), two [B] log-sum-exps and the 2·n_iters
-    scaling vectors of [B].
+    Saved for backward: the logits (inputs), W and (Triton) D, both B×B, two [B] log-sum-exps and the
+    2·n_iters scaling vectors of [B].
     """
 
     @staticmethod
@@ -29,7 +29,7 @@ class SinkhornFunction(torch.autograd.Function):
         impl: str,
     ) -> torch.Tensor:
         inv_tau = 1.0 / options.tau
-        with_d = bool(ctx.needs_input_grad[0])
+        with_d = bool(ctx.needs_input_grad[0]) and impl == "triton"
         w, d, lse_s, lse_t = sinkhorn_cost(student, teacher, valid, inv_tau, with_d, impl)
         log_domain = options.use_log_domain(student.shape[0])
         plan, scalings = plan_forward(w, valid, options.epsilon, options.n_iters, log_domain)
@@ -43,6 +43,5 @@ class SinkhornFunction(torch.autograd.Function):
         options = ctx.options
         weight = grad_output.to(w.dtype) * options.scale
         g = plan_backward(w, valid, options.epsilon, ctx.log_domain, Scalings(rows, cols), weight)
-        c = (g * d).sum(1)
-        grad = sinkhorn_cost_grad(student, teacher, valid, lse_s, lse_t, g, c, 1.0 / options.tau, ctx.impl)
+        grad = sinkhorn_cost_grad(student, teacher, valid, lse_s, lse_t, g, d, 1.0 / options.tau, ctx.impl)
         return grad, None, None, None, None

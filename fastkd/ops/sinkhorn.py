@@ -2,8 +2,8 @@
 ``fastkd::sinkhorn_cost_grad``.
 
 ``impl="triton"`` runs kernels/sinkhorn.py (CUDA, or CPU under TRITON_INTERPRET=1); ``impl="torch"`` is
-the same computation in chunked PyTorch ops (columns of V at a time, so the [B, B, chunk] temporaries
-stay under ``CHUNK_ELEMENTS``): the CPU path of the fused loss.
+the same computation in chunked PyTorch ops (fastkd/ops/sinkhorn_torch.py): the CPU path of the fused
+loss, which needs no D (its backward gets Σ_v q⊙h from h itself).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import torch
 
-CHUNK_ELEMENTS = 1 << 20
+from fastkd.ops import sinkhorn_torch
 
 
 class SinkhornLaunch(NamedTuple):
@@ -38,37 +38,6 @@ def launch_policy(rows: int, vocab: int) -> SinkhornLaunch:
 
 def _cdiv(a: int, b: int) -> int:
     return (a + b - 1) // b
-
-
-def _chunk(rows: int) -> int:
-    return max(1, CHUNK_ELEMENTS // max(rows * rows, 1))
-
-
-def _lse_torch(x: torch.Tensor, inv_tau: float, chunk: int) -> torch.Tensor:
-    parts = [torch.logsumexp(x[:, c : c + chunk].float() * inv_tau, -1) for c in range(0, x.shape[1], chunk)]
-    return torch.logsumexp(torch.stack(parts, -1), -1)
-
-
-def _probs_torch(x: torch.Tensor, lse: torch.Tensor, valid: torch.Tensor, inv_tau: float) -> torch.Tensor:
-    return torch.where(valid[:, None], torch.exp(x.float() * inv_tau - lse[:, None]), 0.0)
-
-
-def _cost_torch(
-    student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor, inv_tau: float, with_d: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    rows, vocab = student.shape
-    chunk = _chunk(rows)
-    lse_s, lse_t = _lse_torch(student, inv_tau, chunk), _lse_torch(teacher, inv_tau, chunk)
-    w = student.new_zeros(rows, rows, dtype=torch.float32)
-    d = student.new_zeros((rows, rows) if with_d else (0, 0), dtype=torch.float32)
-    for c in range(0, vocab, chunk):
-        q = _probs_torch(student[:, c : c + chunk], lse_s, valid, inv_tau)
-        p = _probs_torch(teacher[:, c : c + chunk], lse_t, valid, inv_tau)
-        diff = q[:, None, :] - p[None, :, :]
-        w += diff.abs().sum(-1)
-        if with_d:
-            d += (q[:, None, :] * diff.sign()).sum(-1)
-    return w, d, lse_s, lse_t
 
 
 def _cost_triton(
@@ -103,10 +72,12 @@ def sinkhorn_cost(
     rows, D [B, B] = Σ_v q_iv·sign(q_iv − p_jv) (empty [0, 0] unless ``with_d``), and the fp32 [B]
     log-sum-exps of z/τ and u/τ. ``student``, ``teacher``: [B, V], unit stride along V; ``valid``: bool [B].
     """
-    if student.shape[0] == 0:
-        return _cost_torch(student, teacher, valid, inv_tau, with_d)
-    run = _cost_triton if impl == "triton" else _cost_torch
-    return run(student, teacher, valid, inv_tau, with_d)
+    if impl == "triton" and student.shape[0] > 0:
+        return _cost_triton(student, teacher, valid, inv_tau, with_d)
+    if with_d and student.shape[0] > 0:
+        raise ValueError("impl 'torch' computes no D: its gradient takes Σ_v q⊙h from h itself")
+    w, lse_s, lse_t = sinkhorn_torch.cost(student, teacher, valid, inv_tau)
+    return w, w.new_zeros((w.shape[0],) * 2 if with_d else (0, 0)), lse_s, lse_t
 
 
 @sinkhorn_cost.register_fake
@@ -120,32 +91,20 @@ def _sinkhorn_cost_fake(
     return square, d, lse, lse.clone()
 
 
-def _cost_grad_torch(
-    student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor, lse_s: torch.Tensor,
-    lse_t: torch.Tensor, g: torch.Tensor, c: torch.Tensor, inv_tau: float,
-) -> torch.Tensor:  # fmt: skip
-    grad = torch.empty_like(student)
-    chunk = _chunk(student.shape[0])
-    for start in range(0, student.shape[1], chunk):
-        q = _probs_torch(student[:, start : start + chunk], lse_s, valid, inv_tau)
-        p = _probs_torch(teacher[:, start : start + chunk], lse_t, valid, inv_tau)
-        h = (g[:, :, None] * (q[:, None, :] - p[None, :, :]).sign()).sum(1)
-        grad[:, start : start + chunk] = q * (h - c[:, None]) * inv_tau
-    return grad
-
-
 @torch.library.custom_op("fastkd::sinkhorn_cost_grad", mutates_args=(), device_types=("cuda", "cpu"))
 def sinkhorn_cost_grad(
     student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor, lse_s: torch.Tensor,
-    lse_t: torch.Tensor, g: torch.Tensor, c: torch.Tensor, inv_tau: float, impl: str,
+    lse_t: torch.Tensor, g: torch.Tensor, d: torch.Tensor, inv_tau: float, impl: str,
 ) -> torch.Tensor:  # fmt: skip
-    """dS/dz [B, V] in the student's dtype from G = dS/dW (fp32 [B, B], zero at invalid pairs) and
-    c = Σ_j G_ij D_ij (fp32 [B]): q_iv·(Σ_j G_ij·sign(q_iv − p_jv) − c_i)/τ."""
-    g, c = g.float().contiguous(), c.float().contiguous()
+    """dS/dz [B, V] in the student's dtype from G = dS/dW (fp32 [B, B], zero at invalid pairs):
+    q_iv·(h_iv − c_i)/τ with h_iv = Σ_j G_ij·sign(q_iv − p_jv) and c_i = Σ_v q_iv h_iv, which the Triton
+    path takes from D (the cost op's, [B, B]) as Σ_j G_ij D_ij; the torch path ignores ``d``."""
+    g = g.float().contiguous()
     if impl != "triton" or student.shape[0] == 0:
-        return _cost_grad_torch(student, teacher, valid, lse_s, lse_t, g, c, inv_tau)
+        return sinkhorn_torch.cost_grad(student, teacher, valid, lse_s, lse_t, g, inv_tau)
     from fastkd.kernels.sinkhorn import cost_grad_kernel
 
+    c = (g * d).sum(1)
     rows, vocab = student.shape
     config = launch_policy(rows, vocab)
     grad = torch.empty_like(student)

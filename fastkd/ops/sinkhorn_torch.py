@@ -41,10 +41,11 @@ def cost(
 
 
 def _sign_sums(q: torch.Tensor, p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """h [B, chunk] = Σ_j G_ij·sign(q_i − p_j): the backward of torch.cdist(p=1) against G (called
-    directly: a custom op's body runs below autograd)."""
-    q, p = q.contiguous(), p.contiguous()
-    return torch.ops.aten._cdist_backward(g, q, p, 1.0, torch.cdist(q, p, p=1))
+    """h [B, chunk] = Σ_j G_ij·sign(q_i − p_j): the backward of torch.cdist(p=1) against G, called
+    directly (a custom op's body runs below autograd). For p = 1 it reads only signs, never the
+    distances, so zeros stand in for them instead of a second cdist (the oracle tests would catch a
+    change)."""
+    return torch.ops.aten._cdist_backward(g, q.contiguous(), p.contiguous(), 1.0, torch.zeros_like(g))
 
 
 def cost_grad(

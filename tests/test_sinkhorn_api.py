@@ -62,6 +62,8 @@ def test_bad_tensors_raise():
         L.sinkhorn_loss(z.long(), u)
     with pytest.raises(ValueError, match="alpha must lie in"):
         L.sinkd_objective(z, u, torch.zeros(4, dtype=torch.long, device=DEVICE), alpha=1.5, temperature=2.0)
+    with pytest.raises(TypeError, match="needs integer class labels"):
+        L.sinkd_objective(z, u, None, alpha=0.5, temperature=2.0)
     with pytest.raises(ValueError, match="temperature must be > 0"):
         L.SinKDObjectiveLoss(alpha=0.5, temperature=0.0)
     with pytest.raises(ValueError, match="sinkhorn_weight must be >= 0"):

@@ -87,6 +87,8 @@ def sinkd_objective(
     """
     _check_unit("alpha", alpha)
     DivergenceOptions(temperature=temperature)
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"sinkd_objective needs integer class labels (a tensor), got {type(labels).__name__}")
     if isinstance(sinkhorn_weight, bool) or not isinstance(sinkhorn_weight, (int, float)):
         raise TypeError(f"sinkhorn_weight must be a float, got {type(sinkhorn_weight).__name__}")
     if not sinkhorn_weight >= 0.0:

@@ -28,3 +28,6 @@ __all__ = [
     "teacher_topk",
     "tvd",
 ]
+from fastkd.functional.sinkhorn import sinkd_objective, sinkhorn_loss
+
+__all__ += ["sinkd_objective", "sinkhorn_loss"]

@@ -54,3 +54,7 @@ __all__ = [
     "teacher_topk",
     "tvd",
 ]
+from fastkd.functional import sinkd_objective, sinkhorn_loss
+from fastkd.losses.sinkhorn import SinKDObjectiveLoss, SinkhornLoss
+
+__all__ += ["SinKDObjectiveLoss", "SinkhornLoss", "sinkd_objective", "sinkhorn_loss"]

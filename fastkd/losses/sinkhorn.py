@@ -1,0 +1,68 @@
+"""nn.Module wrappers of SinKD (arXiv 2402.17110): options fixed and checked at construction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastkd.functional.sinkhorn import sinkd_objective, sinkhorn_loss
+from fastkd.options import DivergenceOptions, _check_unit
+from fastkd.sinkhorn_options import SinkhornOptions
+
+_SINKHORN_KEYS = ("tau", "epsilon", "n_iters", "scale", "log_domain")
+
+
+def _check_sinkhorn(options: dict[str, Any]) -> None:
+    SinkhornOptions(**{k: options[k] for k in _SINKHORN_KEYS if k in options})
+
+
+class SinkhornLoss(nn.Module):
+    """``criterion(student_logits, teacher_logits, labels=None, mask=None)`` -> S, the batch-wise
+    Sinkhorn distance of :func:`fastkd.losses.sinkhorn_loss` (options tau, epsilon, n_iters, scale,
+    log_domain, ignore_index, backend)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__()
+        _check_sinkhorn(options)
+        self.options = options
+
+    def forward(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return sinkhorn_loss(student_logits, teacher_logits, labels=labels, mask=mask, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+
+
+class SinKDObjectiveLoss(nn.Module):
+    """``criterion(student_logits, teacher_logits, labels)`` -> α·KD + (1 − α)·CE + weight·S, the
+    authors' GLUE objective (:func:`fastkd.losses.sinkd_objective`)."""
+
+    def __init__(
+        self, alpha: float, temperature: float, sinkhorn_weight: float = 0.8, **options: Any
+    ) -> None:
+        super().__init__()
+        _check_unit("alpha", alpha)
+        DivergenceOptions(temperature=temperature)
+        _check_sinkhorn(options)
+        self.alpha, self.temperature, self.sinkhorn_weight = alpha, temperature, sinkhorn_weight
+        self.options = options
+
+    def forward(
+        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        return sinkd_objective(
+            student_logits, teacher_logits, labels, alpha=self.alpha, temperature=self.temperature,
+            sinkhorn_weight=self.sinkhorn_weight, **self.options,
+        )  # fmt: skip
+
+    def extra_repr(self) -> str:
+        fixed = dict(alpha=self.alpha, temperature=self.temperature, sinkhorn_weight=self.sinkhorn_weight)
+        return ", ".join(f"{k}={v!r}" for k, v in {**fixed, **self.options}.items())

@@ -19,8 +19,11 @@ def extension_options() -> dict:
     try:
         from torch.utils.cpp_extension import BuildExtension, CppExtension
     except ImportError:
-        print("fastkd: torch is not importable at build time, skipping the C++ extension fastkd._C "
-              "(pure-Python install; use pip install --no-build-isolation)", file=sys.stderr)
+        print(
+            "fastkd: torch is not importable at build time, skipping the C++ extension fastkd._C "
+            "(pure-Python install; use pip install --no-build-isolation)",
+            file=sys.stderr,
+        )
         return {}
     extension = CppExtension(
         "fastkd._C",

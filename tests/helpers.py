@@ -8,13 +8,12 @@ import pytest
 import torch
 
 import fastkd.losses as L
+from fastkd.backends import extension_available
+from tests.conftest import DEVICE
 from tests.oracle import oracle_kd_loss
 
 PARAM_NAME = {"jsd": "beta", "skew_kl": "alpha", "skew_reverse_kl": "alpha", "akl": "mu"}
 TEST_PARAM = {"jsd": 0.3, "skew_kl": 0.2, "skew_reverse_kl": 0.25, "akl": 0.5}
-from fastkd.backends import extension_available
-from tests.conftest import DEVICE
-
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 HAS_CPU_EXTENSION = extension_available()
 BACKENDS = [

@@ -179,7 +179,9 @@ def test_unbuilt_cuda_kernels_say_so():
 
 @pytest.mark.skipif(HAS_CPU_EXTENSION, reason="fastkd._C is built here")
 def test_unbuilt_cpu_extension_says_so():
-    with pytest.raises(RuntimeError, match=r"backend 'cpu' needs the C\+\+ extension fastkd\._C, which is not"):
+    with pytest.raises(
+        RuntimeError, match=r"backend 'cpu' needs the C\+\+ extension fastkd\._C, which is not"
+    ):
         L.forward_kl(Z, U, backend="cpu")
 
 

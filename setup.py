@@ -28,6 +28,7 @@ def extension_options() -> dict:
     extension = CppExtension(
         "fastkd._C",
         sorted(glob("csrc/*.cpp")),
+        depends=sorted(glob("csrc/*.h")),
         extra_compile_args=["-O3", "-fopenmp", "-fno-trapping-math"],
         extra_link_args=["-fopenmp"],
     )

@@ -96,7 +96,7 @@ FASTKD_CLONES float soft_part(const Row& row, int64_t n, const RowStats& st, con
   float c = 0.0f;
   const float loss = terms_pass<DIV>(row.a, row.b, row.p, row.q, row.h, n, st, call.rp, &c);
   if constexpr (DIV == AKL) {
-    const AklHead head = akl_head(row.a, row.p, row.order, n, call.rp.param);
+    const AklHead head = akl_head(row.a, row.p, row.order, n, max_a, call.rp.param);
     float g_head, g_tail;
     akl_gaps(row.a, row.p, row.q, n, head, first_argmax(row.a, n, max_a), call.rp.param, &g_head, &g_tail);
     const float total = std::max(g_head + g_tail, 1e-8f);

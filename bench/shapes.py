@@ -2,10 +2,12 @@
 
 GPU shapes are real vocabularies (Llama 2, Llama 3, Qwen 2, Gemma) at training token counts; the CPU
 table is small enough for a quick run on a laptop-class machine, with one odd vocabulary.
+``FASTKD_BENCH_SHAPES`` = ``NxV[,NxV...]`` (e.g. ``512x32000``, the CPU target's shape) replaces the table.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,10 +31,22 @@ class Shape:
 
 
 def shapes(device_type: str) -> list[Shape]:
-    """The shape table for ``"cuda"`` (full) or any other device type (small CPU table)."""
+    """The shape table for ``"cuda"`` (full) or any other device type (small CPU table), unless
+    ``FASTKD_BENCH_SHAPES`` names the shapes."""
+    chosen = os.environ.get("FASTKD_BENCH_SHAPES", "").strip()
+    if chosen:
+        return [parse_shape(item) for item in chosen.split(",")]
     if device_type == "cuda":
         return [Shape(n, v) for v in GPU_VOCABS for n in GPU_TOKENS]
     return [Shape(n, v) for v in CPU_VOCABS for n in CPU_TOKENS]
+
+
+def parse_shape(text: str) -> Shape:
+    """``"512x32000"`` -> Shape(512, 32000)."""
+    parts = text.strip().lower().split("x")
+    if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise ValueError(f"a benchmark shape is NxV with positive integers, e.g. 512x32000; got {text!r}")
+    return Shape(int(parts[0]), int(parts[1]))
 
 
 def dtype_name(dtype: Any) -> str:

@@ -1,12 +1,14 @@
 """Backend resolution, in one place: which implementation runs a call.
 
-``auto`` picks Triton for CUDA tensors (when Triton imports) and the PyTorch reference elsewhere; the
-C++ extension (``cpu``/``cuda`` backends, ``fastkd._C``) takes over once it is built. The environment
-variable ``FASTKD_BACKEND`` may change what ``auto`` means, never an explicit argument.
+``auto`` picks Triton for CUDA tensors (when Triton imports), the C++ kernels of ``fastkd._C`` for CPU
+tensors (when the extension is built) and the PyTorch reference otherwise. The CUDA kernels of the
+``cuda`` backend are not built yet. The environment variable ``FASTKD_BACKEND`` may change what
+``auto`` means, never an explicit argument.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 
@@ -14,7 +16,7 @@ import torch
 
 BACKENDS: tuple[str, ...] = ("auto", "triton", "cuda", "cpu", "torch")
 ENV_VARIABLE = "FASTKD_BACKEND"
-TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def triton_available() -> bool:
@@ -25,8 +27,14 @@ def triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+@functools.cache
 def extension_available() -> bool:
-    return importlib.util.find_spec("fastkd._C") is not None
+    """Whether the C++ extension ``fastkd._C`` is built and loads."""
+    try:
+        import fastkd._C  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _check_name(backend: object) -> str:
@@ -36,19 +44,24 @@ def _check_name(backend: object) -> str:
 
 
 def _auto(tensor: torch.Tensor) -> str:
-    if tensor.dtype not in TRITON_DTYPES:
+    if tensor.dtype not in FUSED_DTYPES:
         return "torch"
     if tensor.is_cuda and triton_available():
         return "triton"
+    if tensor.device.type == "cpu" and extension_available():
+        return "cpu"
     return "torch"
 
 
 def _check_usable(backend: str, tensor: torch.Tensor) -> None:
-    if backend in ("cpu", "cuda") and not extension_available():
+    if backend == "cuda":
         raise RuntimeError(
-            f"backend {backend!r} needs the C++/CUDA extension fastkd._C, which is not built in this "
-            "installation; use backend='auto', 'triton' or 'torch'"
+            "backend 'cuda': the CUDA kernels of fastkd._C are not built in this installation; "
+            "use backend='auto', 'triton' or 'torch'"
         )
+    if backend == "cpu":
+        _check_cpu(tensor)
+        return
     if backend != "triton":
         return
     if not triton_available():
@@ -58,8 +71,20 @@ def _check_usable(backend: str, tensor: torch.Tensor) -> None:
             f"backend 'triton' needs CUDA tensors (got {tensor.device}); on CPU set TRITON_INTERPRET=1 "
             "before importing triton, or use backend='torch'"
         )
-    if tensor.dtype not in TRITON_DTYPES:
+    if tensor.dtype not in FUSED_DTYPES:
         raise TypeError(f"backend 'triton' takes float32, bfloat16 or float16 logits, got {tensor.dtype}")
+
+
+def _check_cpu(tensor: torch.Tensor) -> None:
+    if not extension_available():
+        raise RuntimeError(
+            "backend 'cpu' needs the C++ extension fastkd._C, which is not built in this installation "
+            "(reinstall with: pip install --no-build-isolation -e .); use backend='auto' or 'torch'"
+        )
+    if tensor.device.type != "cpu":
+        raise RuntimeError(f"backend 'cpu' needs CPU tensors, got {tensor.device}")
+    if tensor.dtype not in FUSED_DTYPES:
+        raise TypeError(f"backend 'cpu' takes float32, bfloat16 or float16 logits, got {tensor.dtype}")
 
 
 def resolve(backend: object, tensor: torch.Tensor) -> str:

@@ -9,12 +9,24 @@ import pytest
 import torch
 
 import fastkd.losses as L
+from fastkd.backends import extension_available
+from tests.conftest import DEVICE
 from tests.oracle import oracle_kd_loss
 
 PARAM_NAME = {"jsd": "beta", "skew_kl": "alpha", "skew_reverse_kl": "alpha", "akl": "mu"}
 TEST_PARAM = {"jsd": 0.3, "skew_kl": 0.2, "skew_reverse_kl": 0.25, "akl": 0.5}
 HAS_TRITON = importlib.util.find_spec("triton") is not None
-BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="no triton"))]
+HAS_CPU_EXTENSION = extension_available()
+BACKENDS = [
+    "torch",
+    pytest.param("triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="no triton")),
+    pytest.param(
+        "cpu",
+        marks=pytest.mark.skipif(
+            not HAS_CPU_EXTENSION or DEVICE != "cpu", reason="needs CPU tensors and the built fastkd._C"
+        ),
+    ),
+]
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
 # One tolerance table, keyed by the student's dtype: the gradient's absolute slack as a fraction of its

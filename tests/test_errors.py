@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import fastkd.losses as L
+from tests.helpers import HAS_CPU_EXTENSION
 
 Z = torch.randn(2, 3, 11)
 U = torch.randn(2, 3, 11)
@@ -171,10 +172,25 @@ def test_ignored_tokens_may_carry_any_label_with_the_hard_term():
     assert torch.isfinite(L.forward_kl(Z, U, labels=labels, hard_label_weight=0.5))
 
 
-def test_unbuilt_extension_backends_say_so():
-    for backend in ("cpu", "cuda"):
-        with pytest.raises(RuntimeError, match=r"fastkd\._C, which is not built"):
-            L.forward_kl(Z, U, backend=backend)
+def test_unbuilt_cuda_kernels_say_so():
+    with pytest.raises(RuntimeError, match=r"backend 'cuda': the CUDA kernels of fastkd\._C are not built"):
+        L.forward_kl(Z, U, backend="cuda")
+
+
+@pytest.mark.skipif(HAS_CPU_EXTENSION, reason="fastkd._C is built here")
+def test_unbuilt_cpu_extension_says_so():
+    with pytest.raises(
+        RuntimeError, match=r"backend 'cpu' needs the C\+\+ extension fastkd\._C, which is not"
+    ):
+        L.forward_kl(Z, U, backend="cpu")
+
+
+@pytest.mark.skipif(not HAS_CPU_EXTENSION, reason="fastkd._C is not built")
+def test_cpu_backend_rejects_float64_and_other_devices():
+    with pytest.raises(TypeError, match=r"backend 'cpu' takes float32, bfloat16 or float16 .*float64"):
+        L.forward_kl(Z.double(), U.double(), backend="cpu")
+    with pytest.raises(RuntimeError, match=r"backend 'cpu' needs CPU tensors, got meta"):
+        L.forward_kl(Z.to("meta"), U.to("meta"), backend="cpu")
 
 
 def test_triton_backend_rejects_float64():

@@ -69,12 +69,21 @@ def kd_loss(
         hard_label_weight=hard_label_weight,
     )
     flat = prepare(student_logits, teacher_logits, options, labels, mask, num_items_in_batch)
-    if resolve(backend, flat.student) == "torch":
+    name = resolve(backend, flat.student)
+    if name == "torch":
         return reference.divergence_loss(flat, options)
     student = flat.student if flat.student.stride(-1) == 1 else flat.student.contiguous()
     teacher = flat.teacher if flat.teacher.stride(-1) == 1 else flat.teacher.contiguous()
     return DivergenceFunction.apply(
-        student, teacher, flat.valid, flat.labels, flat.divisor, options, flat.leading_shape, inplace_grad
+        student,
+        teacher,
+        flat.valid,
+        flat.labels,
+        flat.divisor,
+        options,
+        flat.leading_shape,
+        inplace_grad,
+        name,
     )
 
 

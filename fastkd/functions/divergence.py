@@ -6,6 +6,7 @@ import torch
 
 from fastkd.inputs import reduce_rows
 from fastkd.ops.divergence import divergence_fwd
+from fastkd.ops.divergence_cpu import divergence_cpu
 from fastkd.options import DivergenceOptions
 
 
@@ -33,7 +34,9 @@ class DivergenceFunction(torch.autograd.Function):
     """Loss of a KD divergence whose kernel writes ∂loss/∂student in the forward pass.
 
     Inputs are the flattened [N, V] student and teacher, the bool [N] valid tokens, int64 [N] labels
-    (or None), the mean's fp32 divisor, the options and the loss's leading shape (for ``"none"``).
+    (or None), the mean's fp32 divisor, the options, the loss's leading shape (for ``"none"``), whether
+    to write the gradient over the student, and the fused backend: ``"triton"`` (op
+    ``fastkd::divergence_fwd``) or ``"cpu"`` (op ``fastkd::divergence_cpu``, the C++ kernels).
     Backward only rescales the stored gradient by ``grad_output``, in place, so no second [N, V]
     tensor exists; hence one backward per forward (a second one raises).
     """
@@ -49,9 +52,11 @@ class DivergenceFunction(torch.autograd.Function):
         options: DivergenceOptions,
         leading_shape: torch.Size,
         inplace_grad: bool,
+        backend: str,
     ) -> torch.Tensor:
         grad = student if inplace_grad else torch.empty_like(student)
-        loss_rows = divergence_fwd(
+        op = divergence_cpu if backend == "cpu" else divergence_fwd
+        loss_rows = op(
             student,
             teacher,
             valid,
@@ -68,4 +73,4 @@ class DivergenceFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor) -> tuple:
-        return (rescaled_gradient(ctx, grad_output),) + (None,) * 7
+        return (rescaled_gradient(ctx, grad_output),) + (None,) * 8

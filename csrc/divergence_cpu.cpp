@@ -1,0 +1,225 @@
+// Fused divergence losses on CPU: rows in parallel with OpenMP, one row at a time per thread.
+//
+// Per valid row of V logits a thread converts teacher and student to fp32 row buffers (reads 2·V
+// input elements once), then works on those buffers while they sit in its L2 cache: the statistics
+// pass (exp of both rows), the terms pass (loss, h = q·∂ℓ/∂q and c = Σ h), AKL's head search, and
+// the gradient pass, which writes V elements in the student's dtype. Scratch is six V-length fp32
+// buffers (and one int32 for AKL) per thread, so memory beyond the gradient is O(threads·V), never
+// [N, V]. A row's result does not depend on the thread that computes it or on the thread count.
+//
+// The row functions are compiled twice (x86-64-v3, i.e. AVX2+FMA, and baseline x86-64) and picked at
+// load time, so the build stays portable without -march. -fno-trapping-math (setup.py) lets the
+// compiler turn the selects of the row loops into vector blends; it changes no result.
+#include "divergence_cpu.h"
+
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <omp.h>
+
+#include <algorithm>
+
+#include "akl_head.h"
+#include "divergence_row.h"
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && __GNUC__ >= 12
+#define FASTKD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define FASTKD_CLONES
+#endif
+
+namespace fastkd {
+namespace {
+
+constexpr int kBuffers = 6;
+
+struct Row {
+  float *a, *b, *p, *q, *h, *z;  // u/T, z/T, exp-shifted then normalised p, q; h; raw z (hard term)
+  int32_t* order;                // AKL's index scratch
+};
+
+struct Call {
+  RowParams rp;
+  int div;
+  float inv_t, hard_w, scale;
+  bool hard;
+};
+
+// out = k·x in fp32; returns max(out).
+template <typename T>
+FASTKD_CLONES float load_row(const void* src, int64_t n, float k, float* out) {
+  const T* x = static_cast<const T*>(src);
+  float m = kNegInf;
+#pragma omp simd reduction(max : m)
+  for (int64_t i = 0; i < n; ++i) {
+    out[i] = static_cast<float>(x[i]) * k;
+    m = out[i] > m ? out[i] : m;
+  }
+  return m;
+}
+
+template <typename T>
+FASTKD_CLONES void store_row(const float* x, int64_t n, void* dst) {
+  T* out = static_cast<T*>(dst);
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(x[i]);
+}
+
+using Loader = float (*)(const void*, int64_t, float, float*);
+using Storer = void (*)(const float*, int64_t, void*);
+
+template <typename F>
+F by_dtype(at::ScalarType dtype, F f32, F bf16, F f16) {
+  switch (dtype) {
+    case at::kFloat:
+      return f32;
+    case at::kBFloat16:
+      return bf16;
+    case at::kHalf:
+      return f16;
+    default:
+      TORCH_CHECK(false, "fastkd cpu backend takes float32, bfloat16 or float16 logits, got ", dtype);
+  }
+}
+
+Loader loader(at::ScalarType dtype) {
+  return by_dtype<Loader>(dtype, load_row<float>, load_row<c10::BFloat16>, load_row<c10::Half>);
+}
+
+Storer storer(at::ScalarType dtype) {
+  return by_dtype<Storer>(dtype, store_row<float>, store_row<c10::BFloat16>, store_row<c10::Half>);
+}
+
+// Loss and, in row.h, the unscaled-by-T soft gradient (h − q·c); AKL mixes its two KLs.
+template <int DIV>
+FASTKD_CLONES float soft_part(const Row& row, int64_t n, const RowStats& st, const Call& call, float max_a) {
+  float c = 0.0f;
+  const float loss = terms_pass<DIV>(row.a, row.b, row.p, row.q, row.h, n, st, call.rp, &c);
+  if constexpr (DIV == AKL) {
+    const AklHead head = akl_head(row.a, row.p, row.order, n, max_a, call.rp.param);
+    float g_head, g_tail;
+    akl_gaps(row.a, row.p, row.q, n, head, first_argmax(row.a, n, max_a), call.rp.param, &g_head, &g_tail);
+    const float total = std::max(g_head + g_tail, 1e-8f);
+    const float w_head = g_head / total, w_tail = g_tail / total;
+    const float rkl = c;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) {
+      row.h[i] = w_head * (row.q[i] - row.p[i]) + w_tail * (row.h[i] - row.q[i] * rkl);
+    }
+    return w_head * loss + w_tail * rkl;
+  } else {
+    if constexpr (DIV == FORWARD_KL || DIV == SOFT_CE) c = -1.0f;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) row.h[i] = row.h[i] - row.q[i] * c;
+    return loss;
+  }
+}
+
+float dispatch_soft(const Row& row, int64_t n, const RowStats& st, const Call& call, float max_a) {
+  switch (call.div) {
+    case FORWARD_KL:
+      return soft_part<FORWARD_KL>(row, n, st, call, max_a);
+    case SOFT_CE:
+      return soft_part<SOFT_CE>(row, n, st, call, max_a);
+    case REVERSE_KL:
+      return soft_part<REVERSE_KL>(row, n, st, call, max_a);
+    case JSD:
+      return soft_part<JSD>(row, n, st, call, max_a);
+    case SKEW_KL:
+      return soft_part<SKEW_KL>(row, n, st, call, max_a);
+    case SKEW_REVERSE_KL:
+      return soft_part<SKEW_REVERSE_KL>(row, n, st, call, max_a);
+    case TVD:
+      return soft_part<TVD>(row, n, st, call, max_a);
+    default:
+      return soft_part<AKL>(row, n, st, call, max_a);
+  }
+}
+
+// One valid row: returns its loss and leaves the scaled fp32 gradient in row.h.
+FASTKD_CLONES float valid_row(const Row& row, int64_t n, const Call& call, float max_a, float max_b,
+                              int64_t label) {
+  RowStats st;
+  st.lse_a = exp_shifted(row.a, max_a, row.p, n, &st.inv_sum_a);
+  st.lse_b = exp_shifted(row.b, max_b, row.q, n, &st.inv_sum_b);
+  const float soft = dispatch_soft(row, n, st, call, max_a);
+  const float k_soft = call.inv_t * call.scale * (call.hard ? 1.0f - call.hard_w : 1.0f);
+  if (!call.hard) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) row.h[i] *= k_soft;
+    return soft;
+  }
+  const float z_label = row.z[label];
+  float inv_sum_z;
+  const float lse_z = exp_shifted(row.z, max_of(row.z, n), row.z, n, &inv_sum_z);
+  const float k_hard = call.hard_w * call.scale * inv_sum_z;
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) row.h[i] = row.h[i] * k_soft + row.z[i] * k_hard;
+  row.h[label] -= call.hard_w * call.scale;
+  return (1.0f - call.hard_w) * soft + call.hard_w * (lse_z - z_label);
+}
+
+}  // namespace
+
+at::Tensor divergence_fwd_cpu(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& valid,
+                              const std::optional<at::Tensor>& labels, const at::Tensor& scale,
+                              at::Tensor& grad, int64_t divergence, double param, double temperature,
+                              double hard_label_weight, double lw1, double lw2) {
+  TORCH_CHECK(student.dim() == 2 && teacher.sizes() == student.sizes() && grad.sizes() == student.sizes(),
+              "student, teacher and grad must be [N, V] of one shape");
+  TORCH_CHECK(student.stride(1) == 1 && teacher.stride(1) == 1 && grad.stride(1) == 1,
+              "student, teacher and grad need unit stride along V");
+  TORCH_CHECK(grad.scalar_type() == student.scalar_type(), "grad must have the student's dtype");
+  TORCH_CHECK(valid.scalar_type() == at::kBool && valid.is_contiguous() && valid.numel() == student.size(0),
+              "valid must be a contiguous bool [N] tensor");
+  TORCH_CHECK(divergence >= FORWARD_KL && divergence <= AKL, "unknown divergence index ", divergence);
+  const bool hard = hard_label_weight > 0.0;
+  TORCH_CHECK(!hard || (labels.has_value() && labels->scalar_type() == at::kLong && labels->is_contiguous()),
+              "the hard-label term needs contiguous int64 labels");
+  const int64_t rows = student.size(0), n = student.size(1);
+  auto loss = at::zeros({rows}, student.options().dtype(at::kFloat));
+  if (rows == 0) return loss;
+  const Call call{{static_cast<float>(param), static_cast<float>(lw1), static_cast<float>(lw2)},
+                  static_cast<int>(divergence),
+                  static_cast<float>(1.0 / temperature),
+                  static_cast<float>(hard_label_weight),
+                  scale.to(at::kFloat).item<float>(),
+                  hard};
+  const Loader load_s = loader(student.scalar_type()), load_t = loader(teacher.scalar_type());
+  const Storer store_g = storer(grad.scalar_type());
+  const int threads = static_cast<int>(std::min<int64_t>(std::max(at::get_num_threads(), 1), rows));
+  auto scratch = at::empty({threads, kBuffers * n}, student.options().dtype(at::kFloat));
+  auto order = at::empty({divergence == AKL ? threads : 0, n}, student.options().dtype(at::kInt));
+  const bool* valid_ptr = valid.data_ptr<bool>();
+  const int64_t* label_ptr = hard ? labels->data_ptr<int64_t>() : nullptr;
+  float* loss_ptr = loss.data_ptr<float>();
+  const auto* s_base = static_cast<const char*>(student.data_ptr());
+  const auto* t_base = static_cast<const char*>(teacher.data_ptr());
+  auto* g_base = static_cast<char*>(grad.data_ptr());
+  const int64_t s_step = student.stride(0) * student.element_size();
+  const int64_t t_step = teacher.stride(0) * teacher.element_size();
+  const int64_t g_step = grad.stride(0) * grad.element_size();
+  const int64_t chunk = std::max<int64_t>(1, 8192 / n);
+#pragma omp parallel num_threads(threads)
+  {
+    const int tid = omp_get_thread_num();
+    float* base = scratch.data_ptr<float>() + tid * kBuffers * n;
+    const Row row{base,         base + n,     base + 2 * n, base + 3 * n,
+                  base + 4 * n, base + 5 * n, divergence == AKL ? order.data_ptr<int32_t>() + tid * n : nullptr};
+#pragma omp for schedule(dynamic, chunk)
+    for (int64_t r = 0; r < rows; ++r) {
+      if (valid_ptr[r]) {
+        const float max_b = load_s(s_base + r * s_step, n, call.inv_t, row.b);
+        const float max_a = load_t(t_base + r * t_step, n, call.inv_t, row.a);
+        if (hard) load_s(s_base + r * s_step, n, 1.0f, row.z);
+        loss_ptr[r] = valid_row(row, n, call, max_a, max_b, hard ? label_ptr[r] : 0);
+      } else {
+        std::fill(row.h, row.h + n, 0.0f);
+      }
+      store_g(row.h, n, g_base + r * g_step);
+    }
+  }
+  return loss;
+}
+
+}  // namespace fastkd

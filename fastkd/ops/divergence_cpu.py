@@ -1,0 +1,55 @@
+"""The C++ CPU kernels of the divergence family, registered as the custom op ``fastkd::divergence_cpu``.
+
+Same schema and contract as ``fastkd::divergence_fwd`` (the Triton op): per-token fp32 loss [N], and
+scale·∂loss/∂student written into ``grad``. The kernels live in ``csrc/`` and build as ``fastkd._C``;
+rows run in parallel on ``torch.get_num_threads()`` OpenMP threads. Reads 2·N·V input elements once
+(each row then stays in the thread's cache) and writes N·V.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fastkd.ops.divergence import mixture_log_weights
+from fastkd.options import DIVERGENCES
+
+
+@torch.library.custom_op("fastkd::divergence_cpu", mutates_args=("grad",), device_types="cpu")
+def divergence_cpu(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    valid: torch.Tensor,
+    labels: torch.Tensor | None,
+    scale: torch.Tensor,
+    grad: torch.Tensor,
+    divergence: str,
+    param: float,
+    temperature: float,
+    hard_label_weight: float,
+) -> torch.Tensor:
+    """Per-token loss [N] (fp32) of ``divergence``; writes scale·∂loss/∂student into ``grad`` [N, V].
+
+    Arguments as for ``fastkd::divergence_fwd``; ``grad`` may be ``student`` itself.
+    """
+    from fastkd import _C  # the extension is loaded on first use only
+
+    lw1, lw2 = mixture_log_weights(divergence, param)
+    return _C.divergence_fwd_cpu(
+        student,
+        teacher,
+        valid,
+        labels,
+        scale,
+        grad,
+        DIVERGENCES.index(divergence),
+        param,
+        temperature,
+        hard_label_weight,
+        lw1,
+        lw2,
+    )
+
+
+@divergence_cpu.register_fake
+def _divergence_cpu_fake(student: torch.Tensor, *args: object) -> torch.Tensor:
+    return student.new_empty(student.shape[0], dtype=torch.float32)

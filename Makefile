@@ -1,10 +1,11 @@
 # Developer entry points. `make install` then `make test` on a fresh machine (see README.md).
 PYTHON ?= python3
 
-.PHONY: install lint test bench report
+.PHONY: install lint test bench
 
 install:
-	$(PYTHON) -m pip install -e ".[dev]"
+	$(PYTHON) -m pip install "setuptools>=70.1" wheel
+	$(PYTHON) -m pip install --no-build-isolation -e ".[dev]"
 
 lint:
 	$(PYTHON) -m ruff check .

@@ -43,22 +43,17 @@ def _check_name(backend: object) -> str:
     return backend
 
 
-def _auto(tensor: torch.Tensor) -> str:
+def _auto(tensor: torch.Tensor, fused: tuple[str, ...]) -> str:
     if tensor.dtype not in FUSED_DTYPES:
         return "torch"
-    if tensor.is_cuda and triton_available():
+    if tensor.is_cuda and "triton" in fused and triton_available():
         return "triton"
-    if tensor.device.type == "cpu" and extension_available():
+    if tensor.device.type == "cpu" and "cpu" in fused and extension_available():
         return "cpu"
     return "torch"
 
 
 def _check_usable(backend: str, tensor: torch.Tensor) -> None:
-    if backend == "cuda":
-        raise RuntimeError(
-            "backend 'cuda': the CUDA kernels of fastkd._C are not built in this installation; "
-            "use backend='auto', 'triton' or 'torch'"
-        )
     if backend == "cpu":
         _check_cpu(tensor)
         return
@@ -87,11 +82,19 @@ def _check_cpu(tensor: torch.Tensor) -> None:
         raise TypeError(f"backend 'cpu' takes float32, bfloat16 or float16 logits, got {tensor.dtype}")
 
 
-def resolve(backend: object, tensor: torch.Tensor) -> str:
-    """The concrete backend for ``tensor``: validates the name and that the backend can run here."""
+def resolve(backend: object, tensor: torch.Tensor, fused: tuple[str, ...] = ("triton", "cpu")) -> str:
+    """The concrete backend for ``tensor``: validates the name and that the backend can run here.
+
+    ``fused`` names the fused backends the calling loss has kernels for (every loss has ``torch``);
+    ``auto`` and a ``FASTKD_BACKEND`` override choose among them, an explicit other name is an error.
+    """
     name = _check_name(backend)
     if name == "auto":
-        override = os.environ.get(ENV_VARIABLE, "auto")
-        name = _auto(tensor) if override == "auto" else _check_name(override)
+        override = _check_name(os.environ.get(ENV_VARIABLE, "auto"))
+        name = override if override in (*fused, "torch") else _auto(tensor, fused)
+    elif name not in (*fused, "torch"):
+        raise ValueError(
+            f"backend {name!r} has no kernels for this loss; use one of {['auto', *fused, 'torch']}"
+        )
     _check_usable(name, tensor)
     return name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import fastkd
 import fastkd.losses as L
 from tests.helpers import HAS_CPU_EXTENSION
 
@@ -172,9 +173,25 @@ def test_ignored_tokens_may_carry_any_label_with_the_hard_term():
     assert torch.isfinite(L.forward_kl(Z, U, labels=labels, hard_label_weight=0.5))
 
 
-def test_unbuilt_cuda_kernels_say_so():
-    with pytest.raises(RuntimeError, match=r"backend 'cuda': the CUDA kernels of fastkd\._C are not built"):
+def test_a_backend_without_kernels_for_the_loss_says_so():
+    with pytest.raises(ValueError, match=r"backend 'cuda' has no kernels for this loss; use one of"):
         L.forward_kl(Z, U, backend="cuda")
+    with pytest.raises(ValueError, match=r"backend 'cpu' has no kernels for this loss"):
+        L.taid(Z, U, 0.5, backend="cpu")
+    with pytest.raises(ValueError, match=r"backend 'cpu' has no kernels for this loss"):
+        L.sparse_kl(Z, *fastkd.teacher_topk(U, 3), backend="cpu")
+
+
+def test_auto_and_the_environment_pick_only_backends_the_loss_has(monkeypatch):
+    monkeypatch.setenv("FASTKD_BACKEND", "cpu")
+    student = Z.clone().requires_grad_()
+    L.taid(student, U, 0.5).backward()
+    expected = Z.clone().requires_grad_()
+    L.taid(expected, U, 0.5, backend="torch").backward()
+    assert torch.allclose(student.grad, expected.grad, atol=1e-6)
+    monkeypatch.setenv("FASTKD_BACKEND", "jax")
+    with pytest.raises(ValueError, match=r"unknown backend 'jax'"):
+        L.forward_kl(Z, U)
 
 
 @pytest.mark.skipif(HAS_CPU_EXTENSION, reason="fastkd._C is built here")

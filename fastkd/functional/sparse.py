@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from fastkd import reference_sparse
-from fastkd.backends import resolve, triton_available
+from fastkd.backends import resolve
 from fastkd.functions.sparse import sparse_kl_fused
 from fastkd.inputs import _check_logits
 from fastkd.options import _check_real
@@ -44,17 +44,6 @@ def teacher_topk(
     parts = [torch.logsumexp(part.to(torch.float32) / temperature, dim=-1) for part in rows.split(chunk)]
     lse = torch.cat(parts) if parts else rows.new_empty(0, dtype=torch.float32)
     return indices, values.to(torch.float32) / temperature - lse.reshape(*teacher.shape[:-1], 1)
-
-
-def _backend(backend: str, student: torch.Tensor) -> str:
-    name = resolve(backend, student)
-    if name in ("cpu", "cuda"):
-        if backend != "auto":
-            raise RuntimeError(
-                f"sparse_kl has no C++/CUDA kernel; use backend='triton' or 'torch', not {name!r}"
-            )
-        return "triton" if student.is_cuda and triton_available() else "torch"
-    return name
 
 
 def sparse_kl(
@@ -98,6 +87,6 @@ def sparse_kl(
     flat = prepare_sparse(
         student_logits, teacher_topk_indices, teacher_topk_logprobs, options, labels, mask, num_items_in_batch
     )
-    if _backend(backend, flat.student) == "torch":
+    if resolve(backend, flat.student, fused=("triton",)) == "torch":
         return reference_sparse.sparse_kl_loss(flat, options)
     return sparse_kl_fused(flat, options)

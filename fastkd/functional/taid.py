@@ -75,6 +75,6 @@ def taid(
     )
     flat = prepare(student_logits, teacher_logits, options, labels, mask, num_items_in_batch)
     weight = interpolation_weight(t, flat.student)
-    if resolve(backend, flat.student) == "torch":
+    if resolve(backend, flat.student, fused=("triton",)) == "torch":
         return reference_taid.taid_loss(flat, weight, options)
     return _fused(flat, weight, options, inplace_grad)

@@ -28,9 +28,19 @@ def sparse_ranking(
 
 
 def scatter_rows(dense: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """dense[n, index[n, j]] += values[n, j] for index ≥ 0 (in place, in dense's dtype)."""
+    """dense[n, index[n, j]] += values[n, j] where index ≥ 0, in place and in dense's dtype.
+
+    Columns are unique within a row, so this is gather + add + index_put (no atomics, and no fp32 copy
+    of dense, which CPU's half-precision scatter makes); empty slots repeat slot 0 (the teacher's top-1,
+    or column 0 with value 0 in an invalid row) so that they write the same value again."""
     keep = index >= 0
-    return dense.scatter_add_(-1, index.clamp_min(0), values.masked_fill(~keep, 0.0).to(dense.dtype))
+    values = values.masked_fill(~keep, 0.0)
+    columns = torch.where(keep, index, index[:, :1].clamp_min(0))
+    values = torch.where(keep, values, values[:, :1])
+    flat = columns + torch.arange(dense.shape[0], device=dense.device)[:, None] * dense.stride(0)
+    total = dense.gather(-1, columns).to(torch.float32) + values
+    dense.view(-1).index_put_((flat.reshape(-1),), total.reshape(-1).to(dense.dtype))
+    return dense
 
 
 class RankingFunction(torch.autograd.Function):

@@ -76,7 +76,9 @@ def block_mean(g: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
     return (same.to(g.dtype) @ g.unsqueeze(-1)).squeeze(-1) / sizes
 
 
-def soft_rank_vjp(g: torch.Tensor, same: torch.Tensor, theta: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+def soft_rank_vjp(
+    g: torch.Tensor, same: torch.Tensor, theta: torch.Tensor, slot: torch.Tensor
+) -> torch.Tensor:
     """gᵀ ∂r/∂θ = g − blockmean(g) on finite valid slots, 0 elsewhere."""
     keep = slot & torch.isfinite(theta)
     return torch.where(keep, g - block_mean(g, same), 0.0)
@@ -86,7 +88,9 @@ class SoftRank(torch.autograd.Function):
     """r = soft_rank(θ) over the valid slots of each row, with the block-averaging Jacobian."""
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, theta: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, theta: torch.Tensor, slot: torch.Tensor
+    ) -> torch.Tensor:
         ranks, same = soft_rank_blocks(theta, slot)
         ctx.save_for_backward(same, theta, slot)
         return ranks.to(theta.dtype)

@@ -15,7 +15,9 @@ KS = (1, 2, 3, 5, 8, 16, MAX_FUSED_K)
 
 def signature(dtype: str) -> dict[str, str]:
     sig = {"s_ptr": f"*{dtype}", "t_ptr": f"*{dtype}", "idx_ptr": "*i64", "a_ptr": "*fp32", "b_ptr": "*fp32"}
-    sig.update(valid_ptr="*u8", s_stride="i64", t_stride="i64", V="i32", k="i32", KP="constexpr", BLOCK="constexpr")
+    sig.update(
+        valid_ptr="*u8", s_stride="i64", t_stride="i64", V="i32", k="i32", KP="constexpr", BLOCK="constexpr"
+    )
     return sig
 
 

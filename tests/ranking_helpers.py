@@ -13,16 +13,23 @@ def _expand(grad_output: object, loss: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(grad_output, dtype=loss.dtype, device=loss.device).expand_as(loss)
 
 
-def run_fastkd(fn: str, student: torch.Tensor, teacher: torch.Tensor, backend: str, grad_output: object = 1.0,
-               **options: object) -> tuple[torch.Tensor, torch.Tensor]:
+def run_fastkd(
+    fn: str,
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    backend: str,
+    grad_output: object = 1.0,
+    **options: object,
+) -> tuple[torch.Tensor, torch.Tensor]:
     z = student.detach().clone().requires_grad_()
     loss = getattr(L, fn)(z, teacher, backend=backend, **options)
     loss.backward(_expand(grad_output, loss))
     return loss.detach(), z.grad
 
 
-def run_oracle(fn: str, student: torch.Tensor, teacher: torch.Tensor, grad_output: object = 1.0,
-               **options: object) -> tuple[torch.Tensor, torch.Tensor]:
+def run_oracle(
+    fn: str, student: torch.Tensor, teacher: torch.Tensor, grad_output: object = 1.0, **options: object
+) -> tuple[torch.Tensor, torch.Tensor]:
     options = dict(options)
     k = options.pop("k", 5)
     z = student.detach().to(torch.float64).requires_grad_()
@@ -38,8 +45,14 @@ def run_oracle(fn: str, student: torch.Tensor, teacher: torch.Tensor, grad_outpu
     return loss.detach(), z.grad
 
 
-def assert_matches_oracle(fn: str, student: torch.Tensor, teacher: torch.Tensor, backend: str,
-                          grad_output: object = 1.0, **options: object) -> None:
+def assert_matches_oracle(
+    fn: str,
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    backend: str,
+    grad_output: object = 1.0,
+    **options: object,
+) -> None:
     """Loss and gradient within twice the torch backend's error of the fp64 oracle plus one rounding of
     the student's dtype (of the largest gradient entry) and fp32's rounding of the loss; no NaN."""
     loss, grad = run_fastkd(fn, student, teacher, backend, grad_output, **options)

@@ -53,7 +53,9 @@ def test_soft_rank_examples_from_the_paper_convention():
 
 
 def test_matches_torchsort_soft_rank():
-    torchsort = pytest.importorskip("torchsort", reason="torchsort is optional (its sdist did not build here)")
+    torchsort = pytest.importorskip(
+        "torchsort", reason="torchsort is optional (its sdist did not build here)"
+    )
     gen = torch.Generator().manual_seed(2)
     theta = torch.randn(5, 12, generator=gen, dtype=torch.float64) * 3
     assert torch.allclose(soft_rank(theta), torchsort.soft_rank(theta), atol=1e-9)
@@ -144,7 +146,9 @@ def test_gradient_reaches_only_the_union_columns(backend):
     z, u = logits(3, 500), logits(3, 500, seed=3)
     _, grad = run_fastkd("ranking_loss", z, u, backend, k=4)
     for n in range(3):
-        union = set(oracle_ranking.top_k_columns(u[n].tolist(), 4) + oracle_ranking.top_k_columns(z[n].tolist(), 4))
+        union = set(
+            oracle_ranking.top_k_columns(u[n].tolist(), 4) + oracle_ranking.top_k_columns(z[n].tolist(), 4)
+        )
         assert set(grad[n].nonzero().flatten().tolist()) <= union
     assert (grad != 0).any()
 

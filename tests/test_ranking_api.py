@@ -16,8 +16,14 @@ needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="no triton")
 
 @pytest.mark.parametrize(
     "k, error, words",
-    [(0, ValueError, "k=0"), (-2, ValueError, "k=-2"), (51, ValueError, "k=51"), (2.0, TypeError, "float"),
-     (True, TypeError, "bool"), (None, TypeError, "NoneType")],
+    [
+        (0, ValueError, "k=0"),
+        (-2, ValueError, "k=-2"),
+        (51, ValueError, "k=51"),
+        (2.0, TypeError, "float"),
+        (True, TypeError, "bool"),
+        (None, TypeError, "NoneType"),
+    ],
 )
 @pytest.mark.parametrize("fn", ["ranking_loss", "rlkd"])
 def test_bad_k_raises_naming_it(fn, k, error, words):
@@ -85,7 +91,12 @@ def test_opcheck_topk_union():
     torch.library.opcheck(
         topk_union,
         (z, u, valid, 5),
-        test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static", "test_aot_dispatch_dynamic"),
+        test_utils=(
+            "test_schema",
+            "test_faketensor",
+            "test_aot_dispatch_static",
+            "test_aot_dispatch_dynamic",
+        ),
     )
     assert torch.ops.fastkd.topk_union.default is not None
 

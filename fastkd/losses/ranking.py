@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from fastkd.functional.divergence import _family_param
-from fastkd.functional.ranking import rlkd, ranking_loss
+from fastkd.functional.ranking import ranking_loss, rlkd
 from fastkd.options import DivergenceOptions
 
 _CALL_OPTIONS = ("labels", "mask", "num_items_in_batch")
@@ -33,7 +33,9 @@ class RankingLoss(nn.Module):
     def __init__(self, k: int = 5, **options: Any) -> None:
         super().__init__()
         _check_construction(options, k)
-        DivergenceOptions(**{name: options[name] for name in ("reduction", "ignore_index") if name in options})
+        DivergenceOptions(
+            **{name: options[name] for name in ("reduction", "ignore_index") if name in options}
+        )
         self.k = k
         self.options = options
 

@@ -7,14 +7,24 @@ import torch
 from fastkd.softrank import rank_loss
 
 
+def top_k_columns(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Columns [N, k] of the k largest values of each row; ties at the k-th value go to the lower
+    columns (a stable descending sort's choice, as in the fused kernel), without sorting the row."""
+    kth = x.topk(k, dim=-1).values[:, -1:]
+    above = x > kth
+    ties = x == kth
+    needed = k - above.sum(-1, keepdim=True)
+    chosen = above | (ties & (ties.cumsum(-1, dtype=torch.int32) <= needed))
+    return chosen.to(torch.uint8).topk(k, dim=-1).indices  # exactly k ones a row
+
+
 def topk_union_reference(
     student: torch.Tensor, teacher: torch.Tensor, k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(index [N, 2k], slot [N, 2k]): the teacher's top-k columns, then the student's top-k columns,
-    the student's duplicates of teacher columns marked invalid in ``slot``. Ties go to the lower column
-    (a stable descending sort), as in the fused kernel."""
-    top_t = torch.sort(teacher.detach(), dim=-1, descending=True, stable=True).indices[:, :k]
-    top_s = torch.sort(student.detach(), dim=-1, descending=True, stable=True).indices[:, :k]
+    the student's duplicates of teacher columns marked invalid in ``slot``."""
+    top_t = top_k_columns(teacher.detach(), k)
+    top_s = top_k_columns(student.detach(), k)
     dup = (top_s[:, :, None] == top_t[:, None, :]).any(-1)
     slot = torch.cat([torch.ones_like(dup), ~dup], dim=-1)
     return torch.cat([top_t, top_s], dim=-1), slot

@@ -161,3 +161,24 @@ def test_all_ignored_mean_is_zero_and_tied_rows_give_one(backend):
     tied = torch.zeros(2, 100, device=DEVICE)
     loss, grad = run_fastkd("ranking_loss", z[:2], tied, backend, reduction="none")
     assert torch.equal(loss, torch.ones(2)) and (grad == 0).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mixed_dtypes_non_contiguous_and_hard_labels(backend):
+    z = logits(40, 8).T  # [8, 40] with unit stride along the tokens, not along V
+    u = logits(8, 40, seed=4, dtype=torch.bfloat16)
+    labels = some_ignored(8, vocab=40)
+    assert_matches_oracle("ranking_loss", z, u, backend, k=3)
+    assert_matches_oracle("rlkd", z, u, backend, k=3, labels=labels, hard_label_weight=0.25)
+
+
+def test_reference_top_k_breaks_ties_by_lower_column():
+    from fastkd.reference_ranking import top_k_columns
+
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randint(0, 3, (20, 40), generator=gen).float()
+    x[0] = 0.0
+    x[1, 10:] = float("-inf")
+    got = top_k_columns(x, 7).sort(-1).values
+    exact = [sorted(oracle_ranking.top_k_columns(row.tolist(), 7)) for row in x]
+    assert got.tolist() == exact

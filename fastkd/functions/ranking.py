@@ -20,10 +20,7 @@ def sparse_ranking(
     gradient work on the ≤ 2k gathered values in batched PyTorch (O(N·k²) work, negligible next to the
     N·V read)."""
     index, a, b = topk_union(student, teacher, valid, k)
-    slot = index >= 0
-    loss, grad = rank_loss_and_grad(a, b.masked_fill(~slot, 0.0), slot)
-    b_inf = slot & torch.isneginf(b)
-    grad = grad.masked_fill(b_inf | ~slot, 0.0)
+    loss, grad = rank_loss_and_grad(a, b, index >= 0)
     return torch.where(valid, loss, 0.0).to(torch.float32), index, grad.to(torch.float32)
 
 

@@ -11,11 +11,9 @@ def top_k_columns(x: torch.Tensor, k: int) -> torch.Tensor:
     """Columns [N, k] of the k largest values of each row; ties at the k-th value go to the lower
     columns (a stable descending sort's choice, as in the fused kernel), without sorting the row."""
     kth = x.topk(k, dim=-1).values[:, -1:]
-    above = x > kth
-    ties = x == kth
-    needed = k - above.sum(-1, keepdim=True)
-    chosen = above | (ties & (ties.cumsum(-1, dtype=torch.int32) <= needed))
-    return chosen.to(torch.uint8).topk(k, dim=-1).indices  # exactly k ones a row
+    order = -torch.arange(x.shape[-1], device=x.device, dtype=torch.float32)  # exact for V < 2**24
+    key = torch.where(x > kth, float("inf"), torch.where(x == kth, order, float("-inf")))
+    return key.topk(k, dim=-1).indices  # every value above the k-th, then the lowest tied columns
 
 
 def topk_union_reference(

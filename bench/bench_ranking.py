@@ -32,8 +32,8 @@ from bench.bench_divergences import (
     device_name,
     forward_backward,
     make_logits,
-    peak_memory,
 )
+from bench.memory import measure
 from bench.shapes import Shape, bytes_moved, dtype_name, gbps, logit_bytes, shapes
 from fastkd.backends import triton_available
 from fastkd.losses import kd_loss, ranking_loss, rlkd
@@ -84,7 +84,7 @@ def test_ranking(
     step = lambda: forward_backward(loss_fn, student, teacher)
     _first_call(step, provider)
     student.grad = None
-    peak, method = peak_memory(step)
+    use = measure(step, DEVICE)
 
     def fresh_gradient() -> None:
         student.grad = None
@@ -102,7 +102,7 @@ def test_ranking(
         device=device_name(),
         bytes_moved=nbytes,
         gbps=gbps(nbytes, median) if median else None,
-        peak_mem_bytes=peak,
-        extra_mem_bytes=None if peak is None else peak - logit_bytes(shape.n, shape.v, dtype),
-        peak_mem_method=method,
+        peak_mem_bytes=use.peak,
+        extra_mem_bytes=None if use.peak is None else use.peak - logit_bytes(shape.n, shape.v, dtype),
+        peak_mem_method=use.method,
     )

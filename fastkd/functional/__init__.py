@@ -11,6 +11,7 @@ from fastkd.functional.divergence import (
     soft_cross_entropy,
     tvd,
 )
+from fastkd.functional.ranking import ranking_loss, rlkd
 from fastkd.functional.sparse import sparse_kl, teacher_topk
 from fastkd.functional.taid import taid
 
@@ -19,7 +20,9 @@ __all__ = [
     "forward_kl",
     "jsd",
     "kd_loss",
+    "ranking_loss",
     "reverse_kl",
+    "rlkd",
     "skew_kl",
     "skew_reverse_kl",
     "soft_cross_entropy",

@@ -5,7 +5,9 @@ from fastkd.functional import (
     forward_kl,
     jsd,
     kd_loss,
+    ranking_loss,
     reverse_kl,
+    rlkd,
     skew_kl,
     skew_reverse_kl,
     soft_cross_entropy,
@@ -25,6 +27,7 @@ from fastkd.losses.divergence import (
     SoftCrossEntropyLoss,
     TVDLoss,
 )
+from fastkd.losses.ranking import RankingLoss, RLKDLoss
 from fastkd.losses.sparse import SparseKLLoss
 from fastkd.losses.taid_loss import TAIDLoss, TAIDSchedule
 
@@ -33,6 +36,8 @@ __all__ = [
     "ForwardKLLoss",
     "JSDLoss",
     "KDLoss",
+    "RLKDLoss",
+    "RankingLoss",
     "ReverseKLLoss",
     "SkewKLLoss",
     "SkewReverseKLLoss",
@@ -45,7 +50,9 @@ __all__ = [
     "forward_kl",
     "jsd",
     "kd_loss",
+    "ranking_loss",
     "reverse_kl",
+    "rlkd",
     "skew_kl",
     "skew_reverse_kl",
     "soft_cross_entropy",

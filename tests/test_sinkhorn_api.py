@@ -109,7 +109,9 @@ def test_module_equals_function_and_teacher_side():
     mask = torch.tensor([[True, False, True, True, True, False]] * 2, device=DEVICE)
     module = L.SinkhornLoss(epsilon=0.2, n_iters=7, backend="torch")
     assert "epsilon=0.2" in repr(module)
-    assert torch.equal(module(z, u, mask=mask), L.sinkhorn_loss(z, u, mask=mask, epsilon=0.2, n_iters=7))
+    assert torch.equal(
+        module(z, u, mask=mask), L.sinkhorn_loss(z, u, mask=mask, epsilon=0.2, n_iters=7, backend="torch")
+    )
     swapped = oracle_sinkhorn(u.double(), z.double(), mask, epsilon=0.2, n_iters=7)
     assert abs(module(z, u, mask=mask).item() - swapped.item()) > 1e-9  # the cost is not symmetric in Π
 

@@ -37,10 +37,8 @@ def check_k(k: object, vocab: int) -> int:
 
 
 def _fused(backend: str, flat: FlatInputs, k: int) -> bool:
-    """Whether the Triton path runs; ``cpu``/``cuda`` (no C++ ranking kernel) use it for CUDA tensors."""
-    name = resolve(backend, flat.student)
-    if name in ("cpu", "cuda"):
-        name = "triton" if flat.student.is_cuda else "torch"
+    """Whether the Triton path runs (there is no C++ ranking kernel); the torch path takes k > 32."""
+    name = resolve(backend, flat.student, fused=("triton",))
     if name == "triton" and k > MAX_FUSED_K:
         if backend == "triton":
             raise ValueError(f"backend 'triton' supports k <= {MAX_FUSED_K}, got k={k}; use backend='torch'")

@@ -17,9 +17,13 @@ PARAM_NAME = {"jsd": "beta", "skew_kl": "alpha", "skew_reverse_kl": "alpha", "ak
 TEST_PARAM = {"jsd": 0.3, "skew_kl": 0.2, "skew_reverse_kl": 0.25, "akl": 0.5}
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 HAS_CPU_EXTENSION = extension_available()
-BACKENDS = [
+# The backends of the losses without C++ kernels (taid, sparse_kl, ranking), and of the divergence family.
+TRITON_BACKENDS = [
     "torch",
     pytest.param("triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="no triton")),
+]
+BACKENDS = [
+    *TRITON_BACKENDS,
     pytest.param(
         "cpu",
         marks=pytest.mark.skipif(

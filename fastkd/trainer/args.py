@@ -21,7 +21,8 @@ class DistillationArguments(TrainingArguments):
     """
 
     teacher_name_or_path: str | None = field(
-        default=None, metadata={"help": "Teacher model (hub name or path); or pass teacher_model to the trainer."}
+        default=None,
+        metadata={"help": "Teacher model (hub name or path); or pass teacher_model to the trainer."},
     )
     loss_name: str = field(default="forward_kl", metadata={"help": "Registered distillation loss name."})
     loss_options: str | dict[str, Any] | None = field(

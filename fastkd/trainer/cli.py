@@ -21,19 +21,25 @@ def _json(text: str) -> dict[str, Any]:
 def _glue_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, help="cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte or wnli")
     p.add_argument("--output", required=True, help="output directory (model, summary.json, summary.md)")
-    p.add_argument("--data-dir", help="GLUE TSV files (the task's folder or the GLUE root); default: HF datasets")
+    p.add_argument(
+        "--data-dir", help="GLUE TSV files (the task's folder or the GLUE root); default: HF datasets"
+    )
     p.add_argument("--max-train-samples", type=int)
     p.add_argument("--max-eval-samples", type=int)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--eval-steps", type=int, help="evaluate (and checkpoint) every N steps; default each epoch")
+    p.add_argument(
+        "--eval-steps", type=int, help="evaluate (and checkpoint) every N steps; default each epoch"
+    )
     p.add_argument("--learning-rate", type=float, help="override the preset")
     p.add_argument("--epochs", type=float, help="override the preset")
     p.add_argument("--batch-size", type=int, help="override the preset")
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastkd", description="Knowledge-distillation jobs with fastkd losses.")
+    parser = argparse.ArgumentParser(
+        prog="fastkd", description="Knowledge-distillation jobs with fastkd losses."
+    )
     groups = parser.add_subparsers(dest="group", required=True)
     glue = groups.add_parser("glue", help="GLUE teacher fine-tuning and distillation").add_subparsers(
         dest="command", required=True
@@ -48,13 +54,15 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--student-layers", type=int, help="student = K evenly spaced layers of the teacher")
     p.add_argument("--student-from", help="with --student-layers: take the layers from this model instead")
     p.add_argument("--loss", help="registered loss (default forward_kl; mse for stsb)")
-    p.add_argument("--loss-options", type=_json, default={}, help='JSON, e.g. \'{"beta": 0.5}\'')
+    p.add_argument("--loss-options", type=_json, default={}, help="JSON, e.g. '{\"beta\": 0.5}'")
     p.add_argument("--temperature", type=float, help="override the preset")
     p.add_argument("--scale-t2", action="store_true", help="multiply the KD term by T²")
     p.add_argument("--hard-label-weight", type=float, help="w in (1-w)·KD + w·CE (default 0: pure KD)")
     p.add_argument("--mix-hard-labels", action="store_true", help="use the preset's alpha: w = 1 - alpha")
     p.add_argument("--sinkhorn", action="store_true", help="add the SinKD term with the preset weight")
-    p.add_argument("--sinkhorn-weight", type=float, help="override the preset Sinkhorn weight (implies --sinkhorn)")
+    p.add_argument(
+        "--sinkhorn-weight", type=float, help="override the preset Sinkhorn weight (implies --sinkhorn)"
+    )
     p.add_argument("--backend", default="auto")
     p = glue.add_parser("demo", help="teacher + student without KD + distilled student on the shipped sample")
     p.add_argument("--output", help="default: <tmp>/fastkd-demo")
@@ -101,7 +109,14 @@ def _glue_job(a: argparse.Namespace, **overrides: Any) -> Any:
 
     overrides.update(learning_rate=a.learning_rate, epochs=a.epochs, batch_size=a.batch_size)
     return GlueJob(
-        a.task, a.output, a.data_dir, a.max_train_samples, a.max_eval_samples, a.max_length, a.seed, a.eval_steps,
+        a.task,
+        a.output,
+        a.data_dir,
+        a.max_train_samples,
+        a.max_eval_samples,
+        a.max_length,
+        a.seed,
+        a.eval_steps,
         overrides,
     )
 
@@ -126,8 +141,16 @@ def _glue(a: argparse.Namespace) -> None:
         weight = 1.0 - PRESETS[task.name].alpha if weight is None else weight
     job = _glue_job(a, temperature=a.temperature, sinkhorn_weight=a.sinkhorn_weight)
     spec = DistillSpec(
-        a.teacher, a.student, a.student_layers, a.student_from, a.loss, a.loss_options, weight or 0.0,
-        a.scale_t2, a.sinkhorn or a.sinkhorn_weight is not None, a.backend,
+        a.teacher,
+        a.student,
+        a.student_layers,
+        a.student_from,
+        a.loss,
+        a.loss_options,
+        weight or 0.0,
+        a.scale_t2,
+        a.sinkhorn or a.sinkhorn_weight is not None,
+        a.backend,
     )
     print(markdown_table([distill(job, spec)]))
 
@@ -137,8 +160,15 @@ def _lm(a: argparse.Namespace) -> None:
         from fastkd.trainer.lm.cache import cache_teacher
 
         meta = cache_teacher(
-            a.teacher, a.data, a.top_k, a.output, max_length=a.max_length, batch_size=a.batch_size,
-            shard_size=a.shard_size, max_samples=a.max_samples, temperature=a.temperature,
+            a.teacher,
+            a.data,
+            a.top_k,
+            a.output,
+            max_length=a.max_length,
+            batch_size=a.batch_size,
+            shard_size=a.shard_size,
+            max_samples=a.max_samples,
+            temperature=a.temperature,
         )
         print(json.dumps(meta, indent=2))
         return
@@ -146,9 +176,26 @@ def _lm(a: argparse.Namespace) -> None:
 
     distill_lm(
         LMJob(
-            a.output, a.student, a.student_layers, a.teacher, a.teacher_cache, a.data, a.loss, a.loss_options,
-            a.temperature, a.scale_t2, a.hard_label_weight, a.learning_rate, a.epochs, a.batch_size,
-            a.gradient_accumulation_steps, a.max_steps, a.max_length, a.max_samples, a.seed, a.backend,
+            a.output,
+            a.student,
+            a.student_layers,
+            a.teacher,
+            a.teacher_cache,
+            a.data,
+            a.loss,
+            a.loss_options,
+            a.temperature,
+            a.scale_t2,
+            a.hard_label_weight,
+            a.learning_rate,
+            a.epochs,
+            a.batch_size,
+            a.gradient_accumulation_steps,
+            a.max_steps,
+            a.max_length,
+            a.max_samples,
+            a.seed,
+            a.backend,
         )
     )
 

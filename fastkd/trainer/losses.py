@@ -32,7 +32,9 @@ class LossEntry:
 _REGISTRY: dict[str, LossEntry] = {}
 
 
-def register_loss(name: str, factory: Callable[..., Any], *, teacher: str = "logits", description: str = "") -> None:
+def register_loss(
+    name: str, factory: Callable[..., Any], *, teacher: str = "logits", description: str = ""
+) -> None:
     """Add ``name`` to the registry (``teacher`` is ``"logits"`` or ``"topk"``)."""
     if teacher not in ("logits", "topk"):
         raise ValueError(f"teacher must be 'logits' or 'topk', got {teacher!r}")
@@ -67,7 +69,9 @@ class Divergence:
         allowed = {FAMILY_PARAMETER[divergence][0]} if divergence in FAMILY_PARAMETER else set()
         unknown = set(params) - allowed
         if unknown:
-            raise TypeError(f"divergence {divergence!r} takes {sorted(allowed) or 'no'} options, got {sorted(unknown)}")
+            raise TypeError(
+                f"divergence {divergence!r} takes {sorted(allowed) or 'no'} options, got {sorted(unknown)}"
+            )
         self.divergence, self.params = divergence, params
 
     def __call__(self, student: torch.Tensor, teacher: torch.Tensor, **kw: Any) -> torch.Tensor:
@@ -87,6 +91,30 @@ def masked_mean(per_row: torch.Tensor, mask: torch.Tensor | None, num_items_in_b
     else:
         divisor = max(float(divisor), 1.0)
     return per_row.sum() / divisor
+
+
+class Bound:
+    """A fastkd loss function ``fn(student_logits, teacher_logits, **options)`` with options bound."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor], **params: Any) -> None:
+        self.fn, self.params = fn, params
+
+    def __call__(self, student: torch.Tensor, teacher: torch.Tensor, **kw: Any) -> torch.Tensor:
+        return self.fn(student, teacher, **kw, **self.params)
+
+
+class SparseTopK:
+    """``fastkd.losses.sparse_kl`` on a cached teacher's ``(topk_indices, topk_logprobs)`` (the cache's
+    log-probs are taken at the temperature it was written with; ``temperature`` scales the student)."""
+
+    def __init__(self, renormalize: bool = True) -> None:
+        self.renormalize = renormalize
+
+    def __call__(
+        self, student: torch.Tensor, teacher: tuple[torch.Tensor, torch.Tensor], **kw: Any
+    ) -> torch.Tensor:
+        indices, logprobs = teacher
+        return L.sparse_kl(student, indices, logprobs, renormalize=self.renormalize, **kw)
 
 
 class LogitMSE:
@@ -111,7 +139,12 @@ class TAIDObjective:
     """
 
     def __init__(
-        self, total_steps: int, t_start: float = 0.4, t_end: float = 1.0, alpha: float = 5e-4, beta: float = 0.99
+        self,
+        total_steps: int,
+        t_start: float = 0.4,
+        t_end: float = 1.0,
+        alpha: float = 5e-4,
+        beta: float = 0.99,
     ) -> None:
         self.schedule = L.TAIDSchedule(total_steps, t_start, t_end, alpha, beta)
         self.training = True
@@ -143,3 +176,9 @@ class TAIDObjective:
 
 if hasattr(L, "taid"):
     register_loss("taid", TAIDObjective, description="TAID with its adaptive schedule (arXiv 2501.16937)")
+if hasattr(L, "sparse_kl"):
+    register_loss("sparse_kl", SparseTopK, teacher="topk", description="KL to a cached top-k teacher")
+if hasattr(L, "rlkd"):
+    register_loss("rlkd", lambda **p: Bound(L.rlkd, **p), description="RLKD ranking + divergence")
+if hasattr(L, "sinkhorn_loss"):
+    register_loss("sinkhorn", lambda **p: Bound(L.sinkhorn_loss, **p), description="SinKD (arXiv 2402.17110)")

@@ -138,7 +138,9 @@ class DistillationTrainer(Trainer):
             self.loss_fn.training = model.training
         outputs = model(**inputs)
         student = outputs.logits
-        use_teacher = self.teacher is not None and (self.teacher_signal == "logits" or self.sinkhorn_fn is not None)
+        use_teacher = self.teacher is not None and (
+            self.teacher_signal == "logits" or self.sinkhorn_fn is not None
+        )
         teacher = self._teacher_logits(inputs, student.device) if use_teacher else None
         mask = None
         if self.task == "causal_lm":
@@ -150,7 +152,9 @@ class DistillationTrainer(Trainer):
             mask = labels.ne(-100)
         signal = teacher if self.teacher_signal == "logits" else topk
         if signal is None or (self.teacher_signal == "topk" and topk[0] is None):
-            raise ValueError(f"loss {args.loss_name!r} needs teacher_topk_* columns in the batch (a teacher cache)")
+            raise ValueError(
+                f"loss {args.loss_name!r} needs teacher_topk_* columns in the batch (a teacher cache)"
+            )
         opts = {"mask": mask, "num_items_in_batch": num_items_in_batch, "temperature": args.temperature}
         kd = self.loss_fn(student, signal, backend=args.kd_backend, **opts)
         if args.scale_by_temperature_squared:
@@ -186,7 +190,9 @@ class DistillationTrainer(Trainer):
             folder = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
             torch.save(self.loss_fn.state_dict(), os.path.join(folder, LOSS_STATE_NAME))
 
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+    def _load_from_checkpoint(
+        self, resume_from_checkpoint: str, model: torch.nn.Module | None = None
+    ) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         path = os.path.join(resume_from_checkpoint, LOSS_STATE_NAME)
         if hasattr(self.loss_fn, "load_state_dict") and os.path.exists(path):

@@ -8,7 +8,17 @@ from conftest import GLUE_DIR
 
 from fastkd.trainer.glue import data as D
 
-EXPECTED_LABELS = {"cola": 2, "sst2": 2, "mrpc": 2, "stsb": 1, "qqp": 2, "mnli": 3, "qnli": 2, "rte": 2, "wnli": 2}
+EXPECTED_LABELS = {
+    "cola": 2,
+    "sst2": 2,
+    "mrpc": 2,
+    "stsb": 1,
+    "qqp": 2,
+    "mnli": 3,
+    "qnli": 2,
+    "rte": 2,
+    "wnli": 2,
+}
 
 
 def _raw_rows(path: str, header: bool) -> list[list[str]]:
@@ -25,7 +35,9 @@ def test_every_task_loads_from_its_tsv_layout(name: str) -> None:
     raw = _raw_rows(os.path.join(GLUE_DIR, task.folder, "train.tsv"), task.header)
     assert len(train) == len(raw)
     first = raw[0]
-    header = None if not task.header else _raw_rows(os.path.join(GLUE_DIR, task.folder, "train.tsv"), False)[0]
+    header = (
+        None if not task.header else _raw_rows(os.path.join(GLUE_DIR, task.folder, "train.tsv"), False)[0]
+    )
     col = (lambda c: c) if header is None else header.index
     assert train[0]["text_a"] == first[col(task.text_a)]
     assert train[0]["text_b"] == (first[col(task.text_b)] if task.text_b is not None else "")
@@ -56,11 +68,17 @@ def test_hub_loader_maps_columns(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def fake_load_dataset(path: str, name: str, split: str) -> datasets.Dataset:
         calls.append((path, name, split))
-        return datasets.Dataset.from_dict({"premise": ["p1", "p2"], "hypothesis": ["h1", "h2"], "label": [2, 0]})
+        return datasets.Dataset.from_dict(
+            {"premise": ["p1", "p2"], "hypothesis": ["h1", "h2"], "label": [2, 0]}
+        )
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     train, evals = D.load_glue(D.get_task("mnli"), None)
-    assert calls == [("glue", "mnli", "train"), ("glue", "mnli", "validation_matched"), ("glue", "mnli", "validation_mismatched")]
+    assert calls == [
+        ("glue", "mnli", "train"),
+        ("glue", "mnli", "validation_matched"),
+        ("glue", "mnli", "validation_mismatched"),
+    ]
     assert train["text_a"] == ["p1", "p2"] and train["text_b"] == ["h1", "h2"] and train["label"] == [2, 0]
 
 

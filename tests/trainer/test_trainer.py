@@ -25,8 +25,14 @@ def bert(seed: int, num_labels: int = 2) -> BertForSequenceClassification:
 def llama(seed: int, vocab: int) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0,
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=0,
     )
     return LlamaForCausalLM(config)
 
@@ -64,11 +70,21 @@ def test_classification_loss_matches_independent_formula(tmp_path, sst2) -> None
 def _one_step(tmp_path, sst2, batch: int, accumulation: int) -> dict[str, torch.Tensor]:
     student, teacher = bert(0), bert(1)
     a = args(
-        tmp_path, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation, max_steps=1,
-        optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", hard_label_weight=0.5, temperature=2.0,
+        tmp_path,
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        optim="sgd",
+        learning_rate=1.0,
+        lr_scheduler_type="constant",
+        hard_label_weight=0.5,
+        temperature=2.0,
     )
     trainer = DistillationTrainer(
-        model=student, args=a, teacher_model=teacher, train_dataset=sst2,
+        model=student,
+        args=a,
+        teacher_model=teacher,
+        train_dataset=sst2,
         data_collator=DataCollatorWithPadding(tiny_tokenizer()),
     )
     trainer.train()
@@ -89,12 +105,17 @@ def test_teacher_eval_no_grad_own_dtype_and_logged_components(tmp_path, sst2) ->
     student, teacher = bert(0), bert(1).to(torch.bfloat16).train()
     a = args(tmp_path, per_device_train_batch_size=4, max_steps=2, logging_steps=1, hard_label_weight=0.25)
     trainer = DistillationTrainer(
-        model=student, args=a, teacher_model=teacher, train_dataset=sst2,
+        model=student,
+        args=a,
+        teacher_model=teacher,
+        train_dataset=sst2,
         data_collator=DataCollatorWithPadding(tiny_tokenizer()),
     )
     trainer.train()
     assert not teacher.training
-    assert all(p.dtype == torch.bfloat16 and not p.requires_grad and p.grad is None for p in teacher.parameters())
+    assert all(
+        p.dtype == torch.bfloat16 and not p.requires_grad and p.grad is None for p in teacher.parameters()
+    )
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logs) == 2
     for h in logs:
@@ -104,9 +125,13 @@ def test_teacher_eval_no_grad_own_dtype_and_logged_components(tmp_path, sst2) ->
 def test_causal_lm_shift_and_response_only_mask(tmp_path) -> None:
     tokenizer = tiny_tokenizer()
     examples = encode_all(read_jsonl(f"{GLUE_DIR}/../lm.jsonl", 4), tokenizer, 64)
-    assert any(-100 in e["labels"] for e in examples) and all(len(e["labels"]) == len(e["input_ids"]) for e in examples)
+    assert any(-100 in e["labels"] for e in examples) and all(
+        len(e["labels"]) == len(e["input_ids"]) for e in examples
+    )
     student, teacher = llama(0, len(tokenizer)), llama(1, len(tokenizer))
-    trainer = DistillationTrainer(model=student, args=args(tmp_path, temperature=1.5), teacher_model=teacher, task="causal_lm")
+    trainer = DistillationTrainer(
+        model=student, args=args(tmp_path, temperature=1.5), teacher_model=teacher, task="causal_lm"
+    )
     batch = LMCollator(0)(examples)
     n = trainer._get_num_items_in_batch([batch], torch.device("cpu"))
     labels = batch["labels"][:, 1:]
@@ -122,7 +147,9 @@ def test_bad_input_fails_early(tmp_path) -> None:
     with pytest.raises(ValueError, match="number of labels: teacher 3, student 2"):
         DistillationTrainer(model=bert(0), args=args(tmp_path), teacher_model=bert(1, num_labels=3))
     with pytest.raises(ValueError, match="vocabulary size: teacher 300, student 189"):
-        DistillationTrainer(model=llama(0, 189), args=args(tmp_path), teacher_model=llama(1, 300), task="causal_lm")
+        DistillationTrainer(
+            model=llama(0, 189), args=args(tmp_path), teacher_model=llama(1, 300), task="causal_lm"
+        )
     with pytest.raises(ValueError, match="needs a teacher"):
         DistillationTrainer(model=bert(0), args=args(tmp_path))
     with pytest.raises(ValueError, match="cannot load teacher"):
@@ -130,21 +157,36 @@ def test_bad_input_fails_early(tmp_path) -> None:
     with pytest.raises(ValueError, match="unknown loss 'kl2'"):
         DistillationTrainer(model=bert(0), args=args(tmp_path, loss_name="kl2"), teacher_model=bert(1))
     with pytest.raises(TypeError, match="forward_kl"):
-        DistillationTrainer(model=bert(0), args=args(tmp_path, loss_options={"beta": 0.3}), teacher_model=bert(1))
+        DistillationTrainer(
+            model=bert(0), args=args(tmp_path, loss_options={"beta": 0.3}), teacher_model=bert(1)
+        )
     with pytest.raises(ValueError, match="unknown task 'seq2seq'"):
         DistillationTrainer(model=bert(0), args=args(tmp_path), teacher_model=bert(1), task="seq2seq")
     with pytest.raises(ValueError, match="hard_label_weight"):
         args(tmp_path, hard_label_weight=1.5)
 
 
-def _taid_run(tmp_path, sst2, steps: int, resume: str | None = None) -> tuple[DistillationTrainer, list[float]]:
+def _taid_run(
+    tmp_path, sst2, steps: int, resume: str | None = None
+) -> tuple[DistillationTrainer, list[float]]:
     a = args(
-        tmp_path, loss_name="taid", loss_options={"total_steps": 6, "alpha": 0.05, "beta": 0.5},
-        per_device_train_batch_size=2, max_steps=steps, logging_steps=1, save_strategy="steps", save_steps=3,
-        learning_rate=5e-3, seed=3, data_seed=3,
+        tmp_path,
+        loss_name="taid",
+        loss_options={"total_steps": 6, "alpha": 0.05, "beta": 0.5},
+        per_device_train_batch_size=2,
+        max_steps=steps,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=3,
+        learning_rate=5e-3,
+        seed=3,
+        data_seed=3,
     )
     trainer = DistillationTrainer(
-        model=bert(0), args=a, teacher_model=bert(1), train_dataset=sst2,
+        model=bert(0),
+        args=a,
+        teacher_model=bert(1),
+        train_dataset=sst2,
         data_collator=DataCollatorWithPadding(tiny_tokenizer()),
     )
     trainer.train(resume_from_checkpoint=resume)

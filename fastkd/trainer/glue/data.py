@@ -47,7 +47,9 @@ TASKS: dict[str, GlueTask] = {
         GlueTask("sst2", "SST-2", "sentence", None, "label", ("0", "1"), ("sentence", None)),
         GlueTask("mrpc", "MRPC", "#1 String", "#2 String", "Quality", ("0", "1"), ("sentence1", "sentence2")),
         GlueTask("stsb", "STS-B", "sentence1", "sentence2", "score", None, ("sentence1", "sentence2")),
-        GlueTask("qqp", "QQP", "question1", "question2", "is_duplicate", ("0", "1"), ("question1", "question2")),
+        GlueTask(
+            "qqp", "QQP", "question1", "question2", "is_duplicate", ("0", "1"), ("question1", "question2")
+        ),
         GlueTask(
             "mnli",
             "MNLI",
@@ -58,8 +60,24 @@ TASKS: dict[str, GlueTask] = {
             ("premise", "hypothesis"),
             eval_splits=("dev_matched", "dev_mismatched"),
         ),
-        GlueTask("qnli", "QNLI", "question", "sentence", "label", ("entailment", "not_entailment"), ("question", "sentence")),
-        GlueTask("rte", "RTE", "sentence1", "sentence2", "label", ("entailment", "not_entailment"), ("sentence1", "sentence2")),
+        GlueTask(
+            "qnli",
+            "QNLI",
+            "question",
+            "sentence",
+            "label",
+            ("entailment", "not_entailment"),
+            ("question", "sentence"),
+        ),
+        GlueTask(
+            "rte",
+            "RTE",
+            "sentence1",
+            "sentence2",
+            "label",
+            ("entailment", "not_entailment"),
+            ("sentence1", "sentence2"),
+        ),
         GlueTask("wnli", "WNLI", "sentence1", "sentence2", "label", ("0", "1"), ("sentence1", "sentence2")),
     )
 }
@@ -87,7 +105,9 @@ def _label(task: GlueTask, raw: str, path: str, line: int) -> int | float:
     if task.labels is None:
         return float(raw)
     if raw not in task.labels:
-        raise ValueError(f"{path}:{line}: label {raw!r} is not one of {list(task.labels)} for task {task.name}")
+        raise ValueError(
+            f"{path}:{line}: label {raw!r} is not one of {list(task.labels)} for task {task.name}"
+        )
     return task.labels.index(raw)
 
 
@@ -108,7 +128,9 @@ def read_tsv(task: GlueTask, path: str) -> Dataset:
             skipped += 1
             continue
         data["text_a"].append(row[_column(task, header, task.text_a, path)])
-        data["text_b"].append(row[_column(task, header, task.text_b, path)] if task.text_b is not None else "")
+        data["text_b"].append(
+            row[_column(task, header, task.text_b, path)] if task.text_b is not None else ""
+        )
         data["label"].append(_label(task, row[_column(task, header, task.label, path)], path, line))
     if skipped:
         warnings.warn(f"{path}: skipped {skipped} malformed rows", stacklevel=2)

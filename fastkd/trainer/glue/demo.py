@@ -46,7 +46,11 @@ def run_demo(output: str | None = None, tiny: bool = False, seed: int = 42) -> l
     no_kd.update(run="student without KD (CE only)", loss="cross_entropy")
     kd.update(run="distilled student")
     rows = [teacher, no_kd, kd]
-    summary = {"task": "demo sentiment (SST-2 layout)", "base": name, "total_wall_time_s": time.perf_counter() - start}
+    summary = {
+        "task": "demo sentiment (SST-2 layout)",
+        "base": name,
+        "total_wall_time_s": time.perf_counter() - start,
+    }
     print(write_summary(output, {**summary, "runs": rows}, rows))
     print(f"\nsummary: {os.path.join(output, 'summary.md')}  (total {summary['total_wall_time_s']:.0f} s)")
     return rows

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,7 +80,9 @@ def _data(job: GlueJob, task: GlueTask, tokenizer: Any) -> tuple[Any, dict[str, 
 _NOT_METRICS = ("loss", "runtime", "samples_per_second", "steps_per_second", "epoch")
 
 
-def _run(trainer: Trainer, evals: dict[str, Any], train: Any, role: str, model: str, loss: str) -> dict[str, Any]:
+def _run(
+    trainer: Trainer, evals: dict[str, Any], train: Any, role: str, model: str, loss: str
+) -> dict[str, Any]:
     start = time.perf_counter()
     result = trainer.train()
     wall = time.perf_counter() - start
@@ -121,7 +122,7 @@ def finetune_teacher(job: GlueJob, model: str) -> dict[str, Any]:
     set_seed(job.seed)
     tokenizer = AutoTokenizer.from_pretrained(model)
     train, evals = _data(job, task, tokenizer)
-    net = AutoModelForSequenceClassification.from_pretrained(model, num_labels=task.num_labels)
+    net = _classifier(model, task)
     preset = TEACHER_PRESET.override(**job.overrides)
     args = TrainingArguments(**_training_kwargs(job, task, preset))
     trainer = Trainer(
@@ -154,14 +155,22 @@ class DistillSpec:
     backend: str = "auto"
 
 
+def _classifier(name_or_path: str, task: GlueTask) -> Any:
+    """A sequence classifier with the task's label count (a new head when the checkpoint's differs)."""
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            name_or_path, num_labels=task.num_labels, ignore_mismatched_sizes=True
+        )
+    except OSError as err:
+        raise ValueError(f"cannot load model {name_or_path!r}: {err}") from err
+
+
 def _student(spec: DistillSpec, task: GlueTask, teacher: Any) -> Any:
     if (spec.student is None) == (spec.student_layers is None):
         raise ValueError("give exactly one of --student PATH and --student-layers K")
     if spec.student is not None:
-        return AutoModelForSequenceClassification.from_pretrained(spec.student, num_labels=task.num_labels)
-    base = teacher
-    if spec.student_from is not None:
-        base = AutoModelForSequenceClassification.from_pretrained(spec.student_from, num_labels=task.num_labels)
+        return _classifier(spec.student, task)
+    base = teacher if spec.student_from is None else _classifier(spec.student_from, task)
     return shrink_layers(base, spec.student_layers)
 
 

@@ -28,18 +28,24 @@ META_NAME = "cache.json"
 def _teacher_topk(logits: torch.Tensor, k: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     topk = getattr(fastkd, "teacher_topk", None)
     if topk is None:
-        raise ValueError("this fastkd build has no fastkd.teacher_topk (the sparse family): cannot cache a teacher")
+        raise ValueError(
+            "this fastkd build has no fastkd.teacher_topk (the sparse family): cannot cache a teacher"
+        )
     return topk(logits, k, temperature=temperature)
 
 
 @torch.no_grad()
-def _shard(teacher: Any, examples: list[dict[str, list[int]]], pad: int, k: int, temperature: float, batch: int):
+def _shard(
+    teacher: Any, examples: list[dict[str, list[int]]], pad: int, k: int, temperature: float, batch: int
+):
     collate, rows = LMCollator(pad), {"input_ids": [], "labels": [], "topk_indices": [], "topk_logprobs": []}
     device = next(teacher.parameters()).device
     for start in range(0, len(examples), batch):
         chunk = examples[start : start + batch]
         inputs = collate(chunk)
-        logits = teacher(input_ids=inputs["input_ids"].to(device), attention_mask=inputs["attention_mask"].to(device))
+        logits = teacher(
+            input_ids=inputs["input_ids"].to(device), attention_mask=inputs["attention_mask"].to(device)
+        )
         indices, logprobs = _teacher_topk(logits.logits, k, temperature)
         for i, example in enumerate(chunk):
             n = len(example["input_ids"])
@@ -103,7 +109,9 @@ def read_cache_meta(directory: str) -> dict[str, Any]:
     """The metadata of a teacher cache; ValueError when ``directory`` is not one."""
     path = os.path.join(directory, META_NAME)
     if not os.path.isfile(path):
-        raise ValueError(f"{directory!r} is not a teacher cache (no {META_NAME}); run `fastkd lm cache-teacher`")
+        raise ValueError(
+            f"{directory!r} is not a teacher cache (no {META_NAME}); run `fastkd lm cache-teacher`"
+        )
     with open(path, encoding="utf-8") as f:
         meta = json.load(f)
     if meta.get("format") != FORMAT:

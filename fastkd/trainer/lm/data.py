@@ -22,7 +22,9 @@ def read_jsonl(path: str, max_samples: int | None = None) -> list[dict[str, str]
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{line_no}: not a JSON object ({err})") from err
-            if not isinstance(record, dict) or not ("text" in record or {"prompt", "response"} <= set(record)):
+            if not isinstance(record, dict) or not (
+                "text" in record or {"prompt", "response"} <= set(record)
+            ):
                 raise ValueError(f"{path}:{line_no}: expected keys 'text' or 'prompt' and 'response'")
             records.append(record)
             if max_samples is not None and len(records) >= max_samples:
@@ -66,7 +68,10 @@ class LMCollator:
         batch["attention_mask"] = torch.tensor([_pad([1] * len(f["input_ids"]), length, 0) for f in features])
         batch["labels"] = torch.tensor([_pad(f["labels"], length, -100) for f in features])
         if "teacher_topk_indices" in features[0]:
-            for key, dtype in (("teacher_topk_indices", torch.int64), ("teacher_topk_logprobs", torch.float32)):
+            for key, dtype in (
+                ("teacher_topk_indices", torch.int64),
+                ("teacher_topk_logprobs", torch.float32),
+            ):
                 rows = [torch.as_tensor(f[key], dtype=dtype) for f in features]
                 padded = torch.zeros(len(rows), length, rows[0].shape[-1], dtype=dtype)
                 for i, row in enumerate(rows):

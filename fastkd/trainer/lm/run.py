@@ -84,7 +84,9 @@ def _examples(job: LMJob, student: Any, tokenizer: Any) -> tuple[list[dict[str, 
         return examples, job.loss or "sparse_kl"
     if job.data is None:
         raise ValueError("give --data FILE (jsonl with prompt/response or text)")
-    return encode_all(read_jsonl(job.data, job.max_samples), tokenizer, job.max_length), job.loss or "forward_kl"
+    return encode_all(
+        read_jsonl(job.data, job.max_samples), tokenizer, job.max_length
+    ), job.loss or "forward_kl"
 
 
 def distill_lm(job: LMJob) -> dict[str, Any]:
@@ -95,9 +97,13 @@ def distill_lm(job: LMJob) -> dict[str, Any]:
     examples, loss = _examples(job, student, tokenizer)
     wants = loss_entry(loss).teacher
     if job.teacher_cache is not None and wants != "topk":
-        raise ValueError(f"loss {loss!r} needs the teacher's logits; with --teacher-cache use a top-k loss (sparse_kl)")
+        raise ValueError(
+            f"loss {loss!r} needs the teacher's logits; with --teacher-cache use a top-k loss (sparse_kl)"
+        )
     if job.teacher_cache is None and wants == "topk":
-        raise ValueError(f"loss {loss!r} reads a teacher cache: run `fastkd lm cache-teacher` and pass --teacher-cache")
+        raise ValueError(
+            f"loss {loss!r} reads a teacher cache: run `fastkd lm cache-teacher` and pass --teacher-cache"
+        )
     args = DistillationArguments(
         output_dir=job.output,
         learning_rate=job.learning_rate,

@@ -1,4 +1,7 @@
-"""The ``fastkd`` command: ``fastkd glue {finetune-teacher,distill,demo}`` and ``fastkd lm {distill,cache-teacher}``."""
+"""The ``fastkd`` command.
+
+``fastkd glue {finetune-teacher,distill,demo}`` and ``fastkd lm {distill,cache-teacher}``.
+"""
 
 from __future__ import annotations
 

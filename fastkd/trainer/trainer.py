@@ -174,7 +174,7 @@ class DistillationTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Adds the mean of each loss component since the last log (and the loss's own values, e.g. TAID t)."""
+        """Adds each loss component's mean since the last log, and the loss's own values (TAID t)."""
         if "loss" in logs:
             steps = max(self.state.global_step - self._last_log_step, 1)
             for key, total in self._sums.items():

@@ -109,5 +109,5 @@ def test_bad_input(tmp_path) -> None:
         D.load_split(D.get_task("rte"), "train", str(tmp_path))
     shutil.copy(os.path.join(GLUE_DIR, "SST-2", "train.tsv"), tmp_path / "dev.tsv")
     (tmp_path / "dev.tsv").write_text("a\tb\n")
-    with pytest.raises(ValueError, match="CoLA|cola"):
+    with pytest.raises(ValueError, match="task cola needs 4 columns"):
         D.load_split(D.get_task("cola"), "dev", str(tmp_path))

@@ -29,7 +29,9 @@ def test_shrink_bert_keeps_the_chosen_layers(tiny_bert) -> None:
     assert student.config.num_hidden_layers == 2 and len(student.bert.encoder.layer) == 2
     for new, old in enumerate(evenly_spaced(4, 2)):
         for a, b in zip(
-            student.bert.encoder.layer[new].parameters(), teacher.bert.encoder.layer[old].parameters()
+            student.bert.encoder.layer[new].parameters(),
+            teacher.bert.encoder.layer[old].parameters(),
+            strict=True,
         ):
             assert torch.equal(a, b) and a.data_ptr() != b.data_ptr()
     assert len(teacher.bert.encoder.layer) == 4

@@ -1,6 +1,7 @@
 """DistillationTrainer: the loss against an independent computation, gradient accumulation, the teacher's
 handling, logged components, TAID state across a resume, and bad input."""
 
+import itertools
 import math
 
 import pytest
@@ -196,7 +197,7 @@ def _taid_run(
 @pytest.mark.skipif("taid" not in available_losses(), reason="this fastkd build has no TAID loss")
 def test_taid_state_survives_resume(tmp_path, sst2) -> None:
     _, full = _taid_run(tmp_path / "full", sst2, 6)
-    assert len(full) == 6 and full[-1] > full[0] and all(b >= a for a, b in zip(full, full[1:]))
+    assert len(full) == 6 and full[-1] > full[0] and all(b >= a for a, b in itertools.pairwise(full))
     _, resumed = _taid_run(tmp_path / "resumed", sst2, 6, resume=str(tmp_path / "full" / "checkpoint-3"))
     assert resumed[-3:] == pytest.approx(full[3:], rel=1e-6)
     fresh = math.isclose(resumed[-3], full[0], rel_tol=1e-9)

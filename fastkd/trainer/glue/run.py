@@ -181,7 +181,8 @@ def distill(job: GlueJob, spec: DistillSpec) -> dict[str, Any]:
     teacher = load_teacher(spec.teacher, "classification")
     if teacher.config.num_labels != task.num_labels:
         raise ValueError(
-            f"teacher {spec.teacher!r} has {teacher.config.num_labels} labels, task {task.name} has {task.num_labels}"
+            f"teacher {spec.teacher!r} has {teacher.config.num_labels} labels, "
+            f"task {task.name} has {task.num_labels}"
         )
     student = _student(spec, task, teacher)
     check_compatible(student, teacher, "classification")

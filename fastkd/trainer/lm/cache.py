@@ -10,6 +10,7 @@ concatenated along the token axis, ``input_ids`` [T] and ``labels`` [T] (int64),
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from typing import Any
@@ -71,7 +72,7 @@ def cache_teacher(
     max_samples: int | None = None,
     temperature: float = 1.0,
 ) -> dict[str, Any]:
-    """Run the teacher over ``data`` and write its top-``top_k`` log-probs to ``output``; returns the metadata."""
+    """Write the top-``top_k`` teacher log-probs over ``data`` to ``output``; returns the metadata."""
     from transformers import AutoTokenizer
 
     records = read_jsonl(data, max_samples)
@@ -126,7 +127,7 @@ def load_cache(directory: str, max_samples: int | None = None) -> tuple[dict[str
     for name in meta["shards"]:
         shard = load_file(os.path.join(directory, name))
         offsets = shard["offsets"].tolist()
-        for a, b in zip(offsets[:-1], offsets[1:], strict=True):
+        for a, b in itertools.pairwise(offsets):
             examples.append(
                 {
                     "input_ids": shard["input_ids"][a:b].tolist(),

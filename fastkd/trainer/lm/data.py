@@ -35,7 +35,7 @@ def read_jsonl(path: str, max_samples: int | None = None) -> list[dict[str, str]
 
 
 def encode(record: dict[str, str], tokenizer: Any, max_length: int) -> dict[str, list[int]]:
-    """input_ids and labels (-100 on the prompt: response-only loss), ending with EOS when the tokenizer has one."""
+    """input_ids and labels (-100 on the prompt: response-only loss), ending with EOS when there is one."""
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
     tail = [eos] if eos is not None else []
     if "text" in record:

@@ -79,7 +79,8 @@ def _examples(job: LMJob, student: Any, tokenizer: Any) -> tuple[list[dict[str, 
         meta, examples = load_cache(job.teacher_cache, job.max_samples)
         if int(meta["vocab_size"]) != int(student.config.vocab_size):
             raise ValueError(
-                f"teacher cache vocabulary ({meta['vocab_size']}) differs from the student's ({student.config.vocab_size})"
+                f"teacher cache vocabulary ({meta['vocab_size']}) differs from the student's "
+                f"({student.config.vocab_size})"
             )
         return examples, job.loss or "sparse_kl"
     if job.data is None:

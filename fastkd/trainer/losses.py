@@ -117,6 +117,23 @@ class SparseTopK:
         return L.sparse_kl(student, indices, logprobs, renormalize=self.renormalize, **kw)
 
 
+class SinkhornTerm:
+    """SinKD's batch-level Sinkhorn distance ``fastkd.losses.sinkhorn_loss`` (its own τ replaces the
+    temperature). Under gradient accumulation each micro-batch's distance is weighted by its share of
+    ``num_items_in_batch``, so the step's term is the average over micro-batches."""
+
+    def __init__(self, **params: Any) -> None:
+        self.params = params
+
+    def __call__(self, student: torch.Tensor, teacher: torch.Tensor, **kw: Any) -> torch.Tensor:
+        mask, n = kw.get("mask"), kw.get("num_items_in_batch")
+        loss = L.sinkhorn_loss(student, teacher, mask=mask, backend=kw.get("backend", "auto"), **self.params)
+        if n is None:
+            return loss
+        rows = mask.sum() if mask is not None else student.shape[:-1].numel()
+        return loss * rows / (n.to(loss.device, torch.float32) if isinstance(n, torch.Tensor) else float(n))
+
+
 class LogitMSE:
     """Mean squared error between student and teacher logits (the SinKD code's KD term for STS-B)."""
 
@@ -181,4 +198,4 @@ if hasattr(L, "sparse_kl"):
 if hasattr(L, "rlkd"):
     register_loss("rlkd", lambda **p: Bound(L.rlkd, **p), description="RLKD ranking + divergence")
 if hasattr(L, "sinkhorn_loss"):
-    register_loss("sinkhorn", lambda **p: Bound(L.sinkhorn_loss, **p), description="SinKD (arXiv 2402.17110)")
+    register_loss("sinkhorn", SinkhornTerm, description="SinKD Sinkhorn distance (arXiv 2402.17110)")

@@ -76,6 +76,10 @@ class DistillationTrainer(Trainer):
             raise TypeError(f"args must be DistillationArguments, got {type(args).__name__}")
         self.task = task
         entry = loss_entry(args.loss_name)
+        if task == "regression" and args.loss_name != "mse":
+            raise ValueError(
+                f"a regression student (one logit) distils with loss 'mse', got {args.loss_name!r}"
+            )
         self.teacher_signal = entry.teacher
         self.sinkhorn_fn = build_loss("sinkhorn") if args.sinkhorn_weight > 0 else None
         if teacher_model is None and args.teacher_name_or_path and self.teacher_signal == "logits":

@@ -111,3 +111,14 @@ def test_bad_input(tmp_path) -> None:
     (tmp_path / "dev.tsv").write_text("a\tb\n")
     with pytest.raises(ValueError, match="task cola needs 4 columns"):
         D.load_split(D.get_task("cola"), "dev", str(tmp_path))
+
+
+def test_presets_cover_every_task_and_override() -> None:
+    from fastkd.trainer.glue.presets import PRESETS
+
+    assert set(PRESETS) == set(D.TASKS)
+    base = PRESETS["rte"]
+    changed = base.override(learning_rate=1e-3, epochs=None)
+    assert changed.learning_rate == 1e-3 and changed.epochs == base.epochs and base.learning_rate == 2e-5
+    with pytest.raises(ValueError, match="unknown preset fields"):
+        base.override(dropout=0.1)

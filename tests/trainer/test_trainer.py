@@ -163,6 +163,10 @@ def test_bad_input_fails_early(tmp_path) -> None:
         )
     with pytest.raises(ValueError, match="unknown task 'seq2seq'"):
         DistillationTrainer(model=bert(0), args=args(tmp_path), teacher_model=bert(1), task="seq2seq")
+    with pytest.raises(ValueError, match="regression student"):
+        DistillationTrainer(
+            model=bert(0, 1), args=args(tmp_path), teacher_model=bert(1, 1), task="regression"
+        )
     with pytest.raises(ValueError, match="hard_label_weight"):
         args(tmp_path, hard_label_weight=1.5)
 

@@ -41,14 +41,13 @@ def check_compatible(student: torch.nn.Module, teacher: torch.nn.Module, task: s
 
 
 class _EndStep(TrainerCallback):
-    """Tells a stateful loss (TAID) that an optimizer step ended."""
+    """Tells the trainer (and a stateful loss such as TAID) that an optimizer step ended."""
 
-    def __init__(self, loss_fn: Any) -> None:
-        self.loss_fn = loss_fn
+    def __init__(self, trainer: DistillationTrainer) -> None:
+        self.trainer = trainer
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if hasattr(self.loss_fn, "end_step"):
-            self.loss_fn.end_step()
+        self.trainer._on_step_end()
 
 
 class DistillationTrainer(Trainer):
@@ -97,11 +96,11 @@ class DistillationTrainer(Trainer):
         if "total_steps" in inspect.signature(entry.factory).parameters and "total_steps" not in options:
             options["total_steps"] = self._planned_steps()
         self.loss_fn = build_loss(args.loss_name, **options)
-        self.add_callback(_EndStep(self.loss_fn))
+        self.add_callback(_EndStep(self))
         # Our losses divide by num_items_in_batch: ask Trainer to count it and not rescale by GA steps.
         self.model_accepts_loss_kwargs = True
         self._sums: dict[str, torch.Tensor] = {}
-        self._last_log_step = 0
+        self._steps_since_log = 0
 
     def _planned_steps(self) -> int:
         """Optimizer steps of the run (``max_steps`` or epochs × updates per epoch)."""
@@ -127,21 +126,8 @@ class DistillationTrainer(Trainer):
             per_row = F.cross_entropy(logits.float(), labels.clamp_min(0), reduction="none")
         return masked_mean(per_row, mask, n)
 
-    def compute_loss(
-        self,
-        model: torch.nn.Module,
-        inputs: dict[str, Any],
-        return_outputs: bool = False,
-        num_items_in_batch: Any = None,
-    ) -> Any:
-        args: DistillationArguments = self.args
-        inputs = dict(inputs)
-        labels = inputs.pop("labels", None)
-        topk = (inputs.pop("teacher_topk_indices", None), inputs.pop("teacher_topk_logprobs", None))
-        if hasattr(self.loss_fn, "training"):
-            self.loss_fn.training = model.training
-        outputs = model(**inputs)
-        student = outputs.logits
+    def _signals(self, inputs: dict[str, Any], student: torch.Tensor, labels: Any, topk: tuple) -> tuple:
+        """(student logits, teacher logits or None, teacher signal for the KD loss, labels, mask)."""
         use_teacher = self.teacher is not None and (
             self.teacher_signal == "logits" or self.sinkhorn_fn is not None
         )
@@ -157,33 +143,55 @@ class DistillationTrainer(Trainer):
         signal = teacher if self.teacher_signal == "logits" else topk
         if signal is None or (self.teacher_signal == "topk" and topk[0] is None):
             raise ValueError(
-                f"loss {args.loss_name!r} needs teacher_topk_* columns in the batch (a teacher cache)"
+                f"loss {self.args.loss_name!r} needs teacher_topk_* columns in the batch (a teacher cache)"
             )
+        return student, teacher, signal, labels, mask
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        args: DistillationArguments = self.args
+        inputs = dict(inputs)
+        labels = inputs.pop("labels", None)
+        topk = (inputs.pop("teacher_topk_indices", None), inputs.pop("teacher_topk_logprobs", None))
+        if hasattr(self.loss_fn, "training"):
+            self.loss_fn.training = model.training
+        outputs = model(**inputs)
+        student, teacher, signal, labels, mask = self._signals(inputs, outputs.logits, labels, topk)
         opts = {"mask": mask, "num_items_in_batch": num_items_in_batch, "temperature": args.temperature}
-        kd = self.loss_fn(student, signal, backend=args.kd_backend, **opts)
+        parts = {"kd": self.loss_fn(student, signal, backend=args.kd_backend, **opts)}
         if args.scale_by_temperature_squared:
-            kd = kd * args.temperature**2
-        parts = {"kd": kd}
+            parts["kd"] = parts["kd"] * args.temperature**2
         if args.hard_label_weight > 0:
             if labels is None:
                 raise ValueError("hard_label_weight > 0 needs 'labels' in the batch")
             parts["ce"] = self._hard_loss(student, labels, mask, num_items_in_batch)
         if self.sinkhorn_fn is not None:
-            parts["sinkhorn"] = self.sinkhorn_fn(student, teacher, **opts)
+            parts["sinkhorn"] = self.sinkhorn_fn(student, teacher, backend=args.kd_backend, **opts)
         w = args.hard_label_weight
-        loss = (1 - w) * kd + w * parts.get("ce", 0.0) + args.sinkhorn_weight * parts.get("sinkhorn", 0.0)
+        loss = (1 - w) * parts["kd"] + w * parts.get("ce", 0.0)
+        loss = loss + args.sinkhorn_weight * parts.get("sinkhorn", 0.0)
         if model.training:
             for key, value in parts.items():
                 self._sums[key] = self._sums.get(key, 0.0) + value.detach().float()
         return (loss, outputs) if return_outputs else loss
 
+    def _on_step_end(self) -> None:
+        self._steps_since_log += 1
+        if hasattr(self.loss_fn, "end_step"):
+            self.loss_fn.end_step()
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Adds each loss component's mean since the last log, and the loss's own values (TAID t)."""
         if "loss" in logs:
-            steps = max(self.state.global_step - self._last_log_step, 1)
+            steps = max(self._steps_since_log, 1)
             for key, total in self._sums.items():
                 logs[f"loss_{key}"] = round(float(total) / steps, 6)
-            self._sums, self._last_log_step = {}, self.state.global_step
+            self._sums, self._steps_since_log = {}, 0
             if hasattr(self.loss_fn, "logs"):
                 logs.update(self.loss_fn.logs())
         super().log(logs, start_time)

@@ -70,6 +70,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p = glue.add_parser("demo", help="teacher + student without KD + distilled student on the shipped sample")
     p.add_argument("--output", help="default: <tmp>/fastkd-demo")
     p.add_argument("--tiny", action="store_true", help="use the tiny BERT even when MiniLM is installed")
+    p.add_argument("--max-samples", type=int, help="use only the first N train and dev examples")
+    p.add_argument("--epochs", type=float, help="override the epochs of the three runs")
     p.add_argument("--seed", type=int, default=42)
 
     lm = groups.add_parser("lm", help="causal-LM distillation").add_subparsers(dest="command", required=True)
@@ -133,7 +135,7 @@ def _glue(a: argparse.Namespace) -> None:
     if a.command == "demo":
         from fastkd.trainer.glue.demo import run_demo
 
-        run_demo(a.output, a.tiny, a.seed)
+        run_demo(a.output, a.tiny, a.seed, a.max_samples, a.epochs)
         return
     task = get_task(a.task)
     if a.command == "finetune-teacher":

@@ -176,3 +176,17 @@ def test_subprocess_error_has_no_traceback(tmp_path) -> None:
     )
     assert result.returncode == 2 and "fastkd: error: cannot load teacher" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_three_jobs_and_prints_the_table(tmp_path, capsys: pytest.CaptureFixture) -> None:
+    assert (
+        main(["glue", "demo", "--tiny", "--output", str(tmp_path), "--max-samples", "16", "--epochs", "1"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    for run in ("| teacher |", "| student without KD (CE only) |", "| distilled student |"):
+        assert run in out
+    runs = summary(str(tmp_path))["runs"]
+    assert [r["loss"] for r in runs] == ["cross_entropy", "cross_entropy", "forward_kl"]
+    assert all("accuracy" in r["metrics"] for r in runs)

@@ -206,3 +206,20 @@ def test_taid_state_survives_resume(tmp_path, sst2) -> None:
     assert resumed[-3:] == pytest.approx(full[3:], rel=1e-6)
     fresh = math.isclose(resumed[-3], full[0], rel_tol=1e-9)
     assert not fresh, "the resumed run restarted the schedule"
+
+
+@pytest.mark.skipif("sinkhorn" not in available_losses(), reason="this fastkd build has no SinKD loss")
+def test_sinkhorn_term_is_added_with_its_weight(tmp_path, sst2) -> None:
+    import fastkd
+
+    student, teacher = bert(0), bert(1)
+    a = args(tmp_path, sinkhorn_weight=0.5, temperature=2.0, kd_backend="torch")
+    trainer = DistillationTrainer(model=student, args=a, teacher_model=teacher, train_dataset=sst2)
+    batch = DataCollatorWithPadding(tiny_tokenizer())([sst2[i] for i in range(8)])
+    loss = trainer.compute_loss(student, dict(batch), num_items_in_batch=torch.tensor(16))
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    s, t = student(**inputs).logits, teacher(**inputs).logits
+    kd = oracle_kl(s, t, 2.0).sum() / 16
+    sinkhorn = fastkd.losses.sinkhorn_loss(s, t, backend="torch") * 8 / 16  # this micro-batch's share
+    torch.testing.assert_close(loss.double(), kd + 0.5 * sinkhorn.double(), rtol=1e-5, atol=1e-6)
+    assert set(trainer._sums) == {"kd", "sinkhorn"}

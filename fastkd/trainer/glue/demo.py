@@ -61,8 +61,8 @@ def run_demo(
     no_kd = distill(job("student-no-kd", **student_job), DistillSpec(**common, hard_label_weight=1.0))
     kd = distill(job("student-kd", **student_job), DistillSpec(**common, loss="forward_kl"))
     teacher.update(model=name)
-    no_kd.update(run="student without KD (CE only)", loss="cross_entropy")
-    kd.update(run="distilled student")
+    no_kd.update(run="student without KD (CE only)", loss="cross_entropy", model=f"{name}: 2 layers")
+    kd.update(run="distilled student", model=f"{name}: 2 layers")
     rows = [teacher, no_kd, kd]
     summary = {
         "task": "demo sentiment (SST-2 layout)",

@@ -1,0 +1,1 @@
+"""GLUE: tasks and data (TSV or HuggingFace datasets), metrics, per-task presets, runs."""

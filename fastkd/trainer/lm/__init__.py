@@ -1,0 +1,1 @@
+"""Causal-LM distillation: jsonl data with response-only masks, an offline teacher top-k cache, runs."""

@@ -191,11 +191,7 @@ class TAIDObjective:
         return {"taid_t": round(float(self.schedule.t), 6)}
 
 
-if hasattr(L, "taid"):
-    register_loss("taid", TAIDObjective, description="TAID with its adaptive schedule (arXiv 2501.16937)")
-if hasattr(L, "sparse_kl"):
-    register_loss("sparse_kl", SparseTopK, teacher="topk", description="KL to a cached top-k teacher")
-if hasattr(L, "rlkd"):
-    register_loss("rlkd", lambda **p: Bound(L.rlkd, **p), description="RLKD ranking + divergence")
-if hasattr(L, "sinkhorn_loss"):
-    register_loss("sinkhorn", SinkhornTerm, description="SinKD Sinkhorn distance (arXiv 2402.17110)")
+register_loss("taid", TAIDObjective, description="TAID with its adaptive schedule (arXiv 2501.16937)")
+register_loss("sparse_kl", SparseTopK, teacher="topk", description="KL to a cached top-k teacher")
+register_loss("rlkd", lambda **p: Bound(L.rlkd, **p), description="RLKD ranking + divergence")
+register_loss("sinkhorn", SinkhornTerm, description="SinKD Sinkhorn distance (arXiv 2402.17110)")

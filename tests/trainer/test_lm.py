@@ -8,14 +8,9 @@ import torch
 from conftest import LM_DATA, save_tiny_llama
 from safetensors.torch import load_file
 
-from fastkd.trainer import available_losses
 from fastkd.trainer.lm.cache import cache_teacher, load_cache, read_cache_meta
 from fastkd.trainer.lm.data import read_jsonl
 from fastkd.trainer.lm.run import LMJob, distill_lm
-
-pytestmark = pytest.mark.skipif(
-    "sparse_kl" not in available_losses(), reason="this fastkd build has no sparse_kl"
-)
 
 
 def _train(tmp_path, name: str, student: str, **kw) -> dict[str, torch.Tensor]:

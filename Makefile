@@ -15,5 +15,5 @@ test:
 	$(PYTHON) -m pytest -q
 
 bench:
-	$(PYTHON) -m pytest bench/bench_divergences.py --benchmark-json=bench/results/latest.json -q
+	$(PYTHON) -m pytest bench/bench_*.py --benchmark-json=bench/results/latest.json -q
 	$(PYTHON) -m bench.report bench/results/latest.json

@@ -5,15 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
 from fastkd.functional.divergence import kd_loss
+from fastkd.losses._base import FixedOptionsLoss
 from fastkd.options import FAMILY_PARAMETER, DivergenceOptions
 
-_CALL_OPTIONS = ("labels", "mask", "num_items_in_batch")
 
-
-class KDLoss(nn.Module):
+class KDLoss(FixedOptionsLoss):
     """``criterion(student_logits, teacher_logits, labels=None, mask=None, num_items_in_batch=None)``.
 
     ``divergence`` and the keyword options (temperature, reduction, ignore_index, hard_label_weight,
@@ -21,11 +19,10 @@ class KDLoss(nn.Module):
     :func:`fastkd.losses.kd_loss`.
     """
 
+    shown = ("divergence",)
+
     def __init__(self, divergence: str = "forward_kl", **options: Any) -> None:
-        super().__init__()
-        taken = [name for name in _CALL_OPTIONS if name in options]
-        if taken:
-            raise TypeError(f"{taken} are per-call arguments of the loss, not construction options")
+        super().__init__(options)
         param_name = FAMILY_PARAMETER.get(divergence, ("", None))[0]
         DivergenceOptions.build(
             divergence,
@@ -37,7 +34,6 @@ class KDLoss(nn.Module):
             },
         )
         self.divergence = divergence
-        self.options = options
 
     def forward(
         self,
@@ -55,11 +51,6 @@ class KDLoss(nn.Module):
             mask=mask,
             num_items_in_batch=num_items_in_batch,
             **self.options,
-        )
-
-    def extra_repr(self) -> str:
-        return ", ".join(
-            [f"divergence={self.divergence!r}"] + [f"{k}={v!r}" for k, v in self.options.items()]
         )
 
 

@@ -147,3 +147,16 @@ def assert_close_to_oracle(
     )
     base = 0.0 if backend == "torch" else max_err(base_loss, exact_loss)
     assert max_err(loss, exact_loss) <= 2 * base + loss_slack, (loss, exact_loss, loss_slack)
+
+
+def compiled_and_eager(
+    step: Callable[..., torch.Tensor], student: torch.Tensor, *args: object
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``step(student, *args).backward()`` in eager and under ``torch.compile(backend="aot_eager",
+    fullgraph=True)``, each on its own copy of ``student``: (compiled loss, compiled grad, eager grad)."""
+    eager_z = student.clone().requires_grad_()
+    step(eager_z, *args).backward()
+    compiled_z = student.clone().requires_grad_()
+    loss = torch.compile(step, backend="aot_eager", fullgraph=True)(compiled_z, *args)
+    loss.backward()
+    return loss, compiled_z.grad, eager_z.grad

@@ -27,6 +27,9 @@ BACKENDS = [
         ),
     ),
 ]
+# The losses whose only fused kernels are Triton's (ranking, sparse, TAID): for them backend="cpu" is an
+# error (tests/test_errors.py), so their tests run the torch and triton backends.
+TRITON_ONLY_BACKENDS = BACKENDS[:2]
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
 # One tolerance table, keyed by the student's dtype: the gradient's absolute slack as a fraction of its

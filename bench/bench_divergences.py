@@ -27,19 +27,8 @@ import pytest
 import torch
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from bench.common import (
-    DEVICE,
-    DTYPES,
-    LossFn,
-    compiled,
-    forward_backward,
-    logits_info,
-    make_logits,
-    require_triton,
-    skip_unless_fits,
-    time_step,
-)
-from bench.shapes import Shape, bytes_moved, dtype_name, shapes
+from bench.common import DEVICE, DTYPES, LossFn, bench_logits, compiled, require_triton
+from bench.shapes import Shape, dtype_name, shapes
 from fastkd.backends import extension_available
 from fastkd.losses import kd_loss
 from fastkd.options import DIVERGENCES, FAMILY_PARAMETER
@@ -110,10 +99,5 @@ def test_divergence(
     benchmark: BenchmarkFixture, divergence: str, shape: Shape, dtype: torch.dtype, provider: str
 ) -> None:
     loss_fn = make_loss(provider, divergence)
-    skip_unless_fits(shape, dtype)
-    student, teacher = make_logits(shape, dtype)
-    step = lambda: forward_backward(loss_fn, student, teacher)
     group = f"{divergence} {shape} {dtype_name(dtype)}"
-    median, memory = time_step(benchmark, step, student, provider, group)
-    nbytes = bytes_moved(shape.n, shape.v, dtype)
-    benchmark.extra_info.update(logits_info(provider, divergence, shape, dtype, nbytes, median, memory))
+    bench_logits(benchmark, loss_fn, provider, divergence, group, shape, dtype)

@@ -20,19 +20,8 @@ import pytest
 import torch
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from bench.common import (
-    DEVICE,
-    DTYPES,
-    LossFn,
-    compiled,
-    forward_backward,
-    logits_info,
-    make_logits,
-    require_triton,
-    skip_unless_fits,
-    time_step,
-)
-from bench.shapes import Shape, bytes_moved, dtype_name, shapes
+from bench.common import DEVICE, DTYPES, LossFn, bench_logits, compiled, require_triton
+from bench.shapes import Shape, dtype_name, shapes
 from fastkd.losses import taid
 
 PROVIDERS = ("fastkd-triton", "torch-eager", "torch-compile", "naive")
@@ -66,9 +55,4 @@ def make_loss(provider: str) -> LossFn:
 @pytest.mark.parametrize("shape", shapes(DEVICE), ids=str)
 def test_taid(benchmark: BenchmarkFixture, shape: Shape, dtype: torch.dtype, provider: str) -> None:
     loss_fn = make_loss(provider)
-    skip_unless_fits(shape, dtype)
-    student, teacher = make_logits(shape, dtype)
-    step = lambda: forward_backward(loss_fn, student, teacher)
-    median, memory = time_step(benchmark, step, student, provider, f"taid {shape} {dtype_name(dtype)}")
-    nbytes = bytes_moved(shape.n, shape.v, dtype)
-    benchmark.extra_info.update(logits_info(provider, "taid", shape, dtype, nbytes, median, memory, t=T))
+    bench_logits(benchmark, loss_fn, provider, "taid", f"taid {shape} {dtype_name(dtype)}", shape, dtype, t=T)

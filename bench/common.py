@@ -18,7 +18,7 @@ import torch._dynamo
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from bench.memory import MemoryUse, measure
-from bench.shapes import Shape, dtype_name, gbps, logit_bytes
+from bench.shapes import Shape, bytes_moved, dtype_name, gbps, logit_bytes
 from fastkd.backends import triton_available
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -141,3 +141,23 @@ def logits_info(
         "gbps": gbps(nbytes, median) if median else None,
         **memory_info(memory, logit_bytes(shape.n, shape.v, dtype)),
     }
+
+
+def bench_logits(
+    benchmark: BenchmarkFixture,
+    loss_fn: LossFn,
+    provider: str,
+    case: str,
+    group: str,
+    shape: Shape,
+    dtype: torch.dtype,
+    **extra: Any,
+) -> None:
+    """One whole case of a loss of (student, teacher) logits: the CUDA fit check, :func:`make_logits`,
+    :func:`time_step` and :func:`logits_info` with 3·N·V·itemsize bytes moved."""
+    skip_unless_fits(shape, dtype)
+    student, teacher = make_logits(shape, dtype)
+    step = lambda: forward_backward(loss_fn, student, teacher)
+    median, memory = time_step(benchmark, step, student, provider, group)
+    nbytes = bytes_moved(shape.n, shape.v, dtype)
+    benchmark.extra_info.update(logits_info(provider, case, shape, dtype, nbytes, median, memory, **extra))

@@ -24,7 +24,7 @@ import torch
 from fastkd import reference
 from fastkd.backends import resolve
 from fastkd.functions.divergence import DivergenceFunction
-from fastkd.inputs import prepare
+from fastkd.inputs import prepare, unit_stride
 from fastkd.options import FAMILY_PARAMETER, DivergenceOptions
 
 
@@ -72,11 +72,9 @@ def kd_loss(
     name = resolve(backend, flat.student)
     if name == "torch":
         return reference.divergence_loss(flat, options)
-    student = flat.student if flat.student.stride(-1) == 1 else flat.student.contiguous()
-    teacher = flat.teacher if flat.teacher.stride(-1) == 1 else flat.teacher.contiguous()
     return DivergenceFunction.apply(
-        student,
-        teacher,
+        unit_stride(flat.student),
+        unit_stride(flat.teacher),
         flat.valid,
         flat.labels,
         flat.divisor,

@@ -21,7 +21,7 @@ from fastkd import reference
 from fastkd.backends import resolve
 from fastkd.functional.divergence import _family_param
 from fastkd.functions.ranking import RankingFunction, RLKDFunction
-from fastkd.inputs import FlatInputs, prepare, reduce_rows
+from fastkd.inputs import FlatInputs, prepare, reduce_rows, unit_stride
 from fastkd.ops.ranking import MAX_FUSED_K
 from fastkd.options import DivergenceOptions
 from fastkd.reference_ranking import ranking_rows
@@ -44,10 +44,6 @@ def _fused(backend: str, flat: FlatInputs, k: int) -> bool:
             raise ValueError(f"backend 'triton' supports k <= {MAX_FUSED_K}, got k={k}; use backend='torch'")
         return False
     return name == "triton"
-
-
-def _unit_stride(x: torch.Tensor) -> torch.Tensor:
-    return x if x.stride(-1) == 1 else x.contiguous()
 
 
 def ranking_loss(
@@ -74,8 +70,8 @@ def ranking_loss(
         rows = ranking_rows(flat.student, flat.teacher, flat.valid, k)
         return reduce_rows(rows, flat.leading_shape, flat.divisor, reduction)
     return RankingFunction.apply(
-        _unit_stride(flat.student),
-        _unit_stride(flat.teacher),
+        unit_stride(flat.student),
+        unit_stride(flat.teacher),
         flat.valid,
         flat.divisor,
         k,
@@ -122,8 +118,8 @@ def rlkd(
         rank = reduce_rows(rows, flat.leading_shape, flat.divisor, reduction)
         return rank + 0.5 * reference.divergence_loss(flat, options)
     return RLKDFunction.apply(
-        _unit_stride(flat.student),
-        _unit_stride(flat.teacher),
+        unit_stride(flat.student),
+        unit_stride(flat.teacher),
         flat.valid,
         flat.labels,
         flat.divisor,

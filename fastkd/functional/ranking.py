@@ -19,7 +19,7 @@ import torch
 
 from fastkd import reference
 from fastkd.backends import resolve
-from fastkd.functional.divergence import _family_param
+from fastkd.functional.divergence import divergence_options
 from fastkd.functions.ranking import RankingFunction, RLKDFunction
 from fastkd.inputs import FlatInputs, prepare, reduce_rows, unit_stride
 from fastkd.ops.ranking import MAX_FUSED_K
@@ -103,9 +103,11 @@ def rlkd(
     ``divergence``, ``temperature`` (divergence only; the ranking uses raw logits), ``hard_label_weight``
     and the family parameter ``beta`` / ``alpha`` / ``mu`` are those of :func:`fastkd.losses.kd_loss`.
     """
-    options = DivergenceOptions.build(
+    options = divergence_options(
         divergence,
-        _family_param(divergence, {"beta": beta, "alpha": alpha, "mu": mu}),
+        beta=beta,
+        alpha=alpha,
+        mu=mu,
         temperature=temperature,
         reduction=reduction,
         ignore_index=ignore_index,

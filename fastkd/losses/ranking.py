@@ -6,12 +6,10 @@ from typing import Any
 
 import torch
 
-from fastkd.functional.divergence import _family_param
+from fastkd.functional.divergence import divergence_options
 from fastkd.functional.ranking import ranking_loss, rlkd
 from fastkd.losses._base import FixedOptionsLoss
 from fastkd.options import DivergenceOptions
-
-_DIVERGENCE_OPTIONS = ("temperature", "reduction", "ignore_index", "hard_label_weight")
 
 
 def _check_k(k: object) -> None:
@@ -65,12 +63,7 @@ class RLKDLoss(FixedOptionsLoss):
     def __init__(self, k: int = 5, divergence: str = "forward_kl", **options: Any) -> None:
         super().__init__(options)
         _check_k(k)
-        params = {name: options.get(name) for name in ("beta", "alpha", "mu")}
-        DivergenceOptions.build(
-            divergence,
-            _family_param(divergence, params),
-            **{name: options[name] for name in _DIVERGENCE_OPTIONS if name in options},
-        )
+        divergence_options(divergence, **options)
         self.k = k
         self.divergence = divergence
 

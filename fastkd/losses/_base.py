@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 CALL_OPTIONS = ("labels", "mask", "num_items_in_batch")
@@ -29,3 +31,28 @@ class FixedOptionsLoss(nn.Module):
     def extra_repr(self) -> str:
         fields = {**{name: getattr(self, name) for name in self.shown}, **self.options}
         return ", ".join(f"{k}={v!r}" for k, v in fields.items())
+
+
+class LogitsPairLoss(FixedOptionsLoss):
+    """``criterion(student_logits, teacher_logits, labels=None, mask=None, num_items_in_batch=None)``:
+    the subclass's ``function`` with the ``shown`` attributes and the options as keyword arguments."""
+
+    function: Callable[..., torch.Tensor]
+
+    def forward(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return self.function(
+            student_logits,
+            teacher_logits,
+            labels=labels,
+            mask=mask,
+            num_items_in_batch=num_items_in_batch,
+            **{name: getattr(self, name) for name in self.shown},
+            **self.options,
+        )

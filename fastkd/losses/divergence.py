@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from fastkd.functional.divergence import kd_loss
-from fastkd.losses._base import FixedOptionsLoss
+from fastkd.losses._base import LogitsPairLoss
 from fastkd.options import FAMILY_PARAMETER, DivergenceOptions
 
 
-class KDLoss(FixedOptionsLoss):
+class KDLoss(LogitsPairLoss):
     """``criterion(student_logits, teacher_logits, labels=None, mask=None, num_items_in_batch=None)``.
 
     ``divergence`` and the keyword options (temperature, reduction, ignore_index, hard_label_weight,
@@ -19,6 +17,7 @@ class KDLoss(FixedOptionsLoss):
     :func:`fastkd.losses.kd_loss`.
     """
 
+    function = staticmethod(kd_loss)
     shown = ("divergence",)
 
     def __init__(self, divergence: str = "forward_kl", **options: Any) -> None:
@@ -34,24 +33,6 @@ class KDLoss(FixedOptionsLoss):
             },
         )
         self.divergence = divergence
-
-    def forward(
-        self,
-        student_logits: torch.Tensor,
-        teacher_logits: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-        num_items_in_batch: int | torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        return kd_loss(
-            student_logits,
-            teacher_logits,
-            self.divergence,
-            labels=labels,
-            mask=mask,
-            num_items_in_batch=num_items_in_batch,
-            **self.options,
-        )
 
 
 class ForwardKLLoss(KDLoss):

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from fastkd.functional.divergence import divergence_options
 from fastkd.functional.ranking import ranking_loss, rlkd
-from fastkd.losses._base import FixedOptionsLoss
+from fastkd.losses._base import LogitsPairLoss
 from fastkd.options import DivergenceOptions
 
 
@@ -19,11 +17,12 @@ def _check_k(k: object) -> None:
         raise ValueError(f"k must be >= 1, got k={k}")
 
 
-class RankingLoss(FixedOptionsLoss):
+class RankingLoss(LogitsPairLoss):
     """``criterion(student_logits, teacher_logits, labels=None, mask=None, num_items_in_batch=None)``:
     :func:`fastkd.losses.ranking_loss` with ``k`` (default 5), ``reduction``, ``ignore_index``,
     ``backend`` fixed at construction."""
 
+    function = staticmethod(ranking_loss)
     shown = ("k",)
 
     def __init__(self, k: int = 5, **options: Any) -> None:
@@ -34,30 +33,13 @@ class RankingLoss(FixedOptionsLoss):
         )
         self.k = k
 
-    def forward(
-        self,
-        student_logits: torch.Tensor,
-        teacher_logits: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-        num_items_in_batch: int | torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        return ranking_loss(
-            student_logits,
-            teacher_logits,
-            k=self.k,
-            labels=labels,
-            mask=mask,
-            num_items_in_batch=num_items_in_batch,
-            **self.options,
-        )
 
-
-class RLKDLoss(FixedOptionsLoss):
+class RLKDLoss(LogitsPairLoss):
     """``criterion(student_logits, teacher_logits, labels=None, mask=None, num_items_in_batch=None)``:
     :func:`fastkd.losses.rlkd` = ranking + divergence / 2, with ``k``, ``divergence`` and the options of
     :func:`fastkd.losses.kd_loss` (temperature, reduction, family parameter, ...) fixed at construction."""
 
+    function = staticmethod(rlkd)
     shown = ("k", "divergence")
 
     def __init__(self, k: int = 5, divergence: str = "forward_kl", **options: Any) -> None:
@@ -66,22 +48,3 @@ class RLKDLoss(FixedOptionsLoss):
         divergence_options(divergence, **options)
         self.k = k
         self.divergence = divergence
-
-    def forward(
-        self,
-        student_logits: torch.Tensor,
-        teacher_logits: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-        num_items_in_batch: int | torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        return rlkd(
-            student_logits,
-            teacher_logits,
-            k=self.k,
-            divergence=self.divergence,
-            labels=labels,
-            mask=mask,
-            num_items_in_batch=num_items_in_batch,
-            **self.options,
-        )

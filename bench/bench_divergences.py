@@ -21,31 +21,20 @@ profiler's allocation events on CPU (``peak_mem_method`` says which; ``None`` if
 
 from __future__ import annotations
 
-import gc
 import os
-from collections.abc import Callable
 
 import pytest
 import torch
-import torch._dynamo
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from bench.memory import measure
-from bench.shapes import Shape, bytes_moved, dtype_name, gbps, logit_bytes, shapes
-from fastkd.backends import extension_available, triton_available
+from bench.common import DEVICE, DTYPES, LossFn, bench_logits, compiled, require_triton
+from bench.shapes import Shape, dtype_name, shapes
+from fastkd.backends import extension_available
 from fastkd.losses import kd_loss
 from fastkd.options import DIVERGENCES, FAMILY_PARAMETER
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-DTYPES = (torch.bfloat16,) if DEVICE == "cuda" else (torch.float32,)
 PROVIDERS = ("fastkd-triton", "fastkd-cpu", "torch-eager", "torch-compile", "liger")
 DEFAULT_DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
-ROUNDS, WARMUP_ROUNDS = (20, 3) if DEVICE == "cuda" else (10, 2)
-# One compiled reference serves every divergence and shape: allow it one graph per case.
-torch._dynamo.config.recompile_limit = 1024
-torch._dynamo.config.accumulated_recompile_limit = 4096
 
 
 def selected_divergences() -> tuple[str, ...]:
@@ -59,12 +48,6 @@ def selected_divergences() -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"FASTKD_BENCH_DIVERGENCES names unknown divergences {unknown}")
     return names
-
-
-def device_name() -> str:
-    if DEVICE == "cuda":
-        return torch.cuda.get_device_name()
-    return f"CPU ({torch.get_num_threads()} threads)"
 
 
 def _fastkd(divergence: str, backend: str) -> LossFn:
@@ -93,8 +76,7 @@ def _liger(divergence: str) -> LossFn:
 def make_loss(provider: str, divergence: str) -> LossFn:
     """The loss callable of ``provider``; skips the test when the provider cannot run here."""
     if provider == "fastkd-triton":
-        if DEVICE != "cuda" or not triton_available():
-            pytest.skip("fastkd-triton needs a CUDA device and triton")
+        require_triton()
         return _fastkd(divergence, "triton")
     if provider == "fastkd-cpu":
         if DEVICE != "cpu" or not extension_available():
@@ -103,45 +85,10 @@ def make_loss(provider: str, divergence: str) -> LossFn:
     if provider == "torch-eager":
         return _fastkd(divergence, "torch")
     if provider == "torch-compile":
-        return torch.compile(
-            _fastkd(divergence, "torch"), fullgraph=True, dynamic=False if DEVICE == "cuda" else None
-        )
+        return compiled(_fastkd(divergence, "torch"))
     if DEVICE != "cuda":
         pytest.skip("liger needs a CUDA device")
     return _liger(divergence)
-
-
-def make_logits(shape: Shape, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Student logits (a leaf that requires grad) and teacher logits, N(0, 2²), fixed seed."""
-    generator = torch.Generator(DEVICE).manual_seed(0)
-    student = 2.0 * torch.randn(shape.n, shape.v, device=DEVICE, dtype=dtype, generator=generator)
-    teacher = 2.0 * torch.randn(shape.n, shape.v, device=DEVICE, dtype=dtype, generator=generator)
-    return student.requires_grad_(), teacher
-
-
-def forward_backward(loss_fn: LossFn, student: torch.Tensor, teacher: torch.Tensor) -> None:
-    loss_fn(student, teacher).backward()
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
-
-
-def _first_call(step: Callable[[], None], provider: str) -> None:
-    """Compile / autotune outside the timed rounds; skip on out-of-memory or a failed torch.compile."""
-    try:
-        step()
-    except torch.OutOfMemoryError:
-        gc.collect()
-        torch.cuda.empty_cache()
-        pytest.skip("out of device memory")
-    except Exception as exc:
-        if provider != "torch-compile":
-            raise
-        pytest.skip(f"torch.compile failed here: {type(exc).__name__}: {str(exc)[:200]}")
-
-
-def _median_seconds(benchmark: BenchmarkFixture) -> float | None:
-    stats = getattr(benchmark, "stats", None)
-    return stats.stats.median if stats is not None else None
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -152,34 +99,5 @@ def test_divergence(
     benchmark: BenchmarkFixture, divergence: str, shape: Shape, dtype: torch.dtype, provider: str
 ) -> None:
     loss_fn = make_loss(provider, divergence)
-    if DEVICE == "cuda":
-        gc.collect()
-        torch.cuda.empty_cache()
-        if 3 * logit_bytes(shape.n, shape.v, dtype) > torch.cuda.mem_get_info()[0]:
-            pytest.skip("inputs and gradient do not fit in device memory")
-    student, teacher = make_logits(shape, dtype)
-    step = lambda: forward_backward(loss_fn, student, teacher)
-    _first_call(step, provider)
-    student.grad = None
-    memory = measure(step, DEVICE)
-
-    def fresh_gradient() -> None:
-        student.grad = None
-
-    benchmark.group = f"{divergence} {shape} {dtype_name(dtype)}"
-    benchmark.pedantic(step, setup=fresh_gradient, rounds=ROUNDS, warmup_rounds=WARMUP_ROUNDS)
-    nbytes = bytes_moved(shape.n, shape.v, dtype)
-    median = _median_seconds(benchmark)
-    benchmark.extra_info.update(
-        provider=provider,
-        divergence=divergence,
-        N=shape.n,
-        V=shape.v,
-        dtype=dtype_name(dtype),
-        device=device_name(),
-        bytes_moved=nbytes,
-        gbps=gbps(nbytes, median) if median else None,
-        peak_mem_bytes=memory.peak,
-        extra_mem_bytes=None if memory.peak is None else memory.peak - logit_bytes(shape.n, shape.v, dtype),
-        peak_mem_method=memory.method,
-    )
+    group = f"{divergence} {shape} {dtype_name(dtype)}"
+    bench_logits(benchmark, loss_fn, provider, divergence, group, shape, dtype)

@@ -11,8 +11,9 @@ makes the table). Providers, side by side in one session:
 - ``torch-compile``: ``torch.compile(fullgraph=True)`` of that plain function (skipped if it fails).
 
 The original RLKD code is not on PyPI and torchsort's sdist does not build here, so neither runs.
-Timing, memory and ``extra_info`` follow ``bench/bench_divergences.py`` (one forward and one backward a
-round; GB/s counts 3·N·V·itemsize bytes: read both logits, write the student gradient).
+Timing, memory and ``extra_info`` come from ``bench/common.py``, as in ``bench/bench_divergences.py``
+(one forward and one backward a round; GB/s counts 3·N·V·itemsize bytes: read both logits, write the
+student gradient).
 """
 
 from __future__ import annotations
@@ -21,21 +22,8 @@ import pytest
 import torch
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from bench.bench_divergences import (
-    DEVICE,
-    DTYPES,
-    ROUNDS,
-    WARMUP_ROUNDS,
-    LossFn,
-    _first_call,
-    _median_seconds,
-    device_name,
-    forward_backward,
-    make_logits,
-)
-from bench.memory import measure
-from bench.shapes import Shape, bytes_moved, dtype_name, gbps, logit_bytes, shapes
-from fastkd.backends import triton_available
+from bench.common import DEVICE, DTYPES, LossFn, bench_logits, compiled, require_triton
+from bench.shapes import Shape, dtype_name, shapes
 from fastkd.losses import kd_loss, ranking_loss, rlkd
 from fastkd.softrank import rank_loss
 
@@ -56,8 +44,8 @@ def plain_ranking(student: torch.Tensor, teacher: torch.Tensor, k: int = K) -> t
 
 def make_loss(provider: str, loss: str) -> LossFn:
     if provider in ("fastkd-triton", "fastkd-torch"):
-        if provider == "fastkd-triton" and (DEVICE != "cuda" or not triton_available()):
-            pytest.skip("fastkd-triton needs a CUDA device and triton")
+        if provider == "fastkd-triton":
+            require_triton()
         fn = ranking_loss if loss == "ranking_loss" else rlkd
         backend = provider.removeprefix("fastkd-")
         return lambda student, teacher: fn(student, teacher, k=K, backend=backend)
@@ -67,7 +55,7 @@ def make_loss(provider: str, loss: str) -> LossFn:
         plain = lambda s, t: plain_ranking(s, t) + 0.5 * kd_loss(s, t, backend="torch")
     if provider == "torch-eager":
         return plain
-    return torch.compile(plain, fullgraph=True, dynamic=False if DEVICE == "cuda" else None)
+    return compiled(plain)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -78,31 +66,6 @@ def test_ranking(
     benchmark: BenchmarkFixture, loss: str, shape: Shape, dtype: torch.dtype, provider: str
 ) -> None:
     loss_fn = make_loss(provider, loss)
-    if DEVICE == "cuda" and 3 * logit_bytes(shape.n, shape.v, dtype) > torch.cuda.mem_get_info()[0]:
-        pytest.skip("inputs and gradient do not fit in device memory")
-    student, teacher = make_logits(shape, dtype)
-    step = lambda: forward_backward(loss_fn, student, teacher)
-    _first_call(step, provider)
-    student.grad = None
-    use = measure(step, DEVICE)
-
-    def fresh_gradient() -> None:
-        student.grad = None
-
-    benchmark.group = f"{loss} k={K} {shape} {dtype_name(dtype)}"
-    benchmark.pedantic(step, setup=fresh_gradient, rounds=ROUNDS, warmup_rounds=WARMUP_ROUNDS)
-    nbytes = bytes_moved(shape.n, shape.v, dtype)
-    median = _median_seconds(benchmark)
-    benchmark.extra_info.update(
-        provider=provider,
-        divergence=loss,
-        N=shape.n,
-        V=shape.v,
-        dtype=dtype_name(dtype),
-        device=device_name(),
-        bytes_moved=nbytes,
-        gbps=gbps(nbytes, median) if median else None,
-        peak_mem_bytes=use.peak,
-        extra_mem_bytes=None if use.peak is None else use.peak - logit_bytes(shape.n, shape.v, dtype),
-        peak_mem_method=use.method,
+    bench_logits(
+        benchmark, loss_fn, provider, loss, f"{loss} k={K} {shape} {dtype_name(dtype)}", shape, dtype
     )

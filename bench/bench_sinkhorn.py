@@ -15,27 +15,16 @@ bench_divergences.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 import torch
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from bench.bench_divergences import (
-    DEVICE,
-    ROUNDS,
-    WARMUP_ROUNDS,
-    _first_call,
-    _median_seconds,
-    device_name,
-    peak_memory,
-)
+from bench.common import DEVICE, LossFn, device_name, forward_backward, memory_info, time_step
 from bench.shapes import dtype_name, logit_bytes
 from fastkd.functional.sinkhorn import fused_sinkhorn
 from fastkd.losses import sinkhorn_loss
 from fastkd.sinkhorn_options import SinkhornOptions
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 PROVIDERS = ("fastkd-triton", "fastkd-fused-torch", "torch-eager", "torch-compile")
 GPU_SHAPES = ((512, 2), (4096, 3), (256, 32000), (1024, 32000), (128, 128256))
 CPU_SHAPES = ((64, 2), (512, 2), (16, 1271), (32, 32000))
@@ -69,21 +58,9 @@ def test_sinkhorn(benchmark: BenchmarkFixture, shape: tuple[int, int], provider:
     student = (2.0 * torch.randn(rows, vocab, device=DEVICE, generator=generator)).to(DTYPE).requires_grad_()
     teacher = (2.0 * torch.randn(rows, vocab, device=DEVICE, generator=generator)).to(DTYPE)
 
-    def step() -> None:
-        loss_fn(student, teacher).backward()
-        if DEVICE == "cuda":
-            torch.cuda.synchronize()
-
-    _first_call(step, provider)
-    student.grad = None
-    peak, method = peak_memory(step)
-
-    def fresh_gradient() -> None:
-        student.grad = None
-
-    benchmark.group = f"sinkhorn B{rows}-V{vocab} {dtype_name(DTYPE)}"
-    benchmark.pedantic(step, setup=fresh_gradient, rounds=ROUNDS, warmup_rounds=WARMUP_ROUNDS)
-    median = _median_seconds(benchmark)
+    step = lambda: forward_backward(loss_fn, student, teacher)
+    group = f"sinkhorn B{rows}-V{vocab} {dtype_name(DTYPE)}"
+    median, memory = time_step(benchmark, step, student, provider, group)
     benchmark.extra_info.update(
         provider=provider,
         B=rows,
@@ -91,7 +68,5 @@ def test_sinkhorn(benchmark: BenchmarkFixture, shape: tuple[int, int], provider:
         dtype=dtype_name(DTYPE),
         device=device_name(),
         pair_terms_per_s=rows * rows * vocab / median if median else None,
-        peak_mem_bytes=peak,
-        extra_mem_bytes=None if peak is None else peak - logit_bytes(rows, vocab, DTYPE),
-        peak_mem_method=method,
+        **memory_info(memory, logit_bytes(rows, vocab, DTYPE)),
     )

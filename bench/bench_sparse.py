@@ -23,18 +23,17 @@ import torch
 from pytest_benchmark.fixture import BenchmarkFixture
 
 import fastkd
-from bench.bench_divergences import (
+from bench.common import (
     DEVICE,
     DTYPES,
-    ROUNDS,
-    WARMUP_ROUNDS,
-    _first_call,
-    _median_seconds,
-    device_name,
+    compiled,
+    forward_backward,
+    logits_info,
+    make_logits,
+    require_triton,
+    time_step,
 )
-from bench.memory import measure
-from bench.shapes import Shape, dtype_name, gbps, logit_bytes, shapes
-from fastkd.backends import triton_available
+from bench.shapes import Shape, dtype_name, logit_bytes, shapes
 from fastkd.losses import sparse_kl
 
 PROVIDERS = ("fastkd-triton", "torch-eager", "torch-gather", "torch-compile")
@@ -59,23 +58,20 @@ def gather_sparse_kl(z: torch.Tensor, idx: torch.Tensor, lp: torch.Tensor, renor
 
 def make_loss(provider: str, renormalize: bool) -> LossFn:
     if provider == "fastkd-triton":
-        if DEVICE != "cuda" or not triton_available():
-            pytest.skip("fastkd-triton needs a CUDA device and triton")
+        require_triton()
         return lambda z, idx, lp: sparse_kl(z, idx, lp, renormalize=renormalize, backend="triton")
     if provider == "torch-eager":
         return lambda z, idx, lp: sparse_kl(z, idx, lp, renormalize=renormalize, backend="torch")
     plain = lambda z, idx, lp: gather_sparse_kl(z, idx, lp, renormalize)
     if provider == "torch-gather":
         return plain
-    return torch.compile(plain, fullgraph=True, dynamic=False if DEVICE == "cuda" else None)
+    return compiled(plain)
 
 
 def make_inputs(shape: Shape, dtype: torch.dtype) -> tuple[torch.Tensor, Cache]:
     """Student logits (a leaf that requires grad), N(0, 2²), and the top-K cache of a teacher."""
-    generator = torch.Generator(DEVICE).manual_seed(0)
-    student = 2.0 * torch.randn(shape.n, shape.v, device=DEVICE, dtype=dtype, generator=generator)
-    teacher = 2.0 * torch.randn(shape.n, shape.v, device=DEVICE, dtype=dtype, generator=generator)
-    return student.requires_grad_(), fastkd.teacher_topk(teacher, min(K, shape.v))
+    student, teacher = make_logits(shape, dtype)
+    return student, fastkd.teacher_topk(teacher, min(K, shape.v))
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -87,34 +83,8 @@ def test_sparse_kl(
 ) -> None:
     loss_fn = make_loss(provider, renormalize)
     student, (idx, lp) = make_inputs(shape, dtype)
-
-    def step() -> None:
-        loss_fn(student, idx, lp).backward()
-        if DEVICE == "cuda":
-            torch.cuda.synchronize()
-
-    _first_call(step, provider)
-    student.grad = None
-    memory = measure(step, DEVICE)
-
-    def fresh_gradient() -> None:
-        student.grad = None
-
+    step = lambda: forward_backward(loss_fn, student, idx, lp)
     case = f"sparse_kl-k{idx.shape[-1]}-{'renorm' if renormalize else 'rest'}"
-    benchmark.group = f"{case} {shape} {dtype_name(dtype)}"
-    benchmark.pedantic(step, setup=fresh_gradient, rounds=ROUNDS, warmup_rounds=WARMUP_ROUNDS)
+    median, memory = time_step(benchmark, step, student, provider, f"{case} {shape} {dtype_name(dtype)}")
     nbytes = 2 * logit_bytes(shape.n, shape.v, dtype) + idx.numel() * 12
-    median = _median_seconds(benchmark)
-    benchmark.extra_info.update(
-        provider=provider,
-        divergence=case,
-        N=shape.n,
-        V=shape.v,
-        dtype=dtype_name(dtype),
-        device=device_name(),
-        bytes_moved=nbytes,
-        gbps=gbps(nbytes, median) if median else None,
-        peak_mem_bytes=memory.peak,
-        extra_mem_bytes=None if memory.peak is None else memory.peak - logit_bytes(shape.n, shape.v, dtype),
-        peak_mem_method=memory.method,
-    )
+    benchmark.extra_info.update(logits_info(provider, case, shape, dtype, nbytes, median, memory))

@@ -11,32 +11,17 @@ Providers, side by side in one session, all at t = 0.5 held in a device tensor:
   softmax, cross-entropy), eager. The authors' code is not a PyPI package, so it is not a provider.
 
 Rounds, timing, GB/s (3·N·V·itemsize bytes over the median) and peak memory are measured exactly as in
-``bench_divergences.py``, whose helpers this file reuses.
+``bench_divergences.py``: both use ``bench/common.py``.
 """
 
 from __future__ import annotations
-
-import gc
 
 import pytest
 import torch
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from bench.bench_divergences import (
-    DEVICE,
-    DTYPES,
-    ROUNDS,
-    WARMUP_ROUNDS,
-    LossFn,
-    _first_call,
-    _median_seconds,
-    device_name,
-    forward_backward,
-    make_logits,
-    peak_memory,
-)
-from bench.shapes import bytes_moved, dtype_name, gbps, logit_bytes, shapes
-from fastkd.backends import triton_available
+from bench.common import DEVICE, DTYPES, LossFn, bench_logits, compiled, require_triton
+from bench.shapes import Shape, dtype_name, shapes
 from fastkd.losses import taid
 
 PROVIDERS = ("fastkd-triton", "torch-eager", "torch-compile", "naive")
@@ -55,51 +40,19 @@ def make_loss(provider: str) -> LossFn:
     """The loss callable of ``provider``; skips the test when the provider cannot run here."""
     t = torch.tensor(T, device=DEVICE)
     if provider == "fastkd-triton":
-        if DEVICE != "cuda" or not triton_available():
-            pytest.skip("fastkd-triton needs a CUDA device and triton")
+        require_triton()
         return lambda student, teacher: taid(student, teacher, t, backend="triton")
     reference = lambda student, teacher: taid(student, teacher, t, backend="torch")
     if provider == "torch-eager":
         return reference
     if provider == "torch-compile":
-        return torch.compile(reference, fullgraph=True, dynamic=False if DEVICE == "cuda" else None)
+        return compiled(reference)
     return lambda student, teacher: naive_taid(student, teacher, t)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_name)
 @pytest.mark.parametrize("shape", shapes(DEVICE), ids=str)
-def test_taid(benchmark: BenchmarkFixture, shape, dtype: torch.dtype, provider: str) -> None:
+def test_taid(benchmark: BenchmarkFixture, shape: Shape, dtype: torch.dtype, provider: str) -> None:
     loss_fn = make_loss(provider)
-    if DEVICE == "cuda":
-        gc.collect()
-        torch.cuda.empty_cache()
-        if 3 * logit_bytes(shape.n, shape.v, dtype) > torch.cuda.mem_get_info()[0]:
-            pytest.skip("inputs and gradient do not fit in device memory")
-    student, teacher = make_logits(shape, dtype)
-    step = lambda: forward_backward(loss_fn, student, teacher)
-    _first_call(step, provider)
-    student.grad = None
-    peak, method = peak_memory(step)
-
-    def fresh_gradient() -> None:
-        student.grad = None
-
-    benchmark.group = f"taid {shape} {dtype_name(dtype)}"
-    benchmark.pedantic(step, setup=fresh_gradient, rounds=ROUNDS, warmup_rounds=WARMUP_ROUNDS)
-    nbytes = bytes_moved(shape.n, shape.v, dtype)
-    median = _median_seconds(benchmark)
-    benchmark.extra_info.update(
-        provider=provider,
-        divergence="taid",
-        t=T,
-        N=shape.n,
-        V=shape.v,
-        dtype=dtype_name(dtype),
-        device=device_name(),
-        bytes_moved=nbytes,
-        gbps=gbps(nbytes, median) if median else None,
-        peak_mem_bytes=peak,
-        extra_mem_bytes=None if peak is None else peak - logit_bytes(shape.n, shape.v, dtype),
-        peak_mem_method=method,
-    )
+    bench_logits(benchmark, loss_fn, provider, "taid", f"taid {shape} {dtype_name(dtype)}", shape, dtype, t=T)

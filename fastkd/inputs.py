@@ -137,3 +137,9 @@ def reduce_rows(
         return loss_rows.reshape(leading_shape)
     total = loss_rows.sum()
     return total / divisor if reduction == "mean" else total
+
+
+def unit_stride(x: torch.Tensor) -> torch.Tensor:
+    """``x`` itself when its last dimension has stride 1 (what the fused kernels need), else a
+    contiguous copy."""
+    return x if x.stride(-1) == 1 else x.contiguous()

@@ -17,13 +17,14 @@ PARAM_NAME = {"jsd": "beta", "skew_kl": "alpha", "skew_reverse_kl": "alpha", "ak
 TEST_PARAM = {"jsd": 0.3, "skew_kl": 0.2, "skew_reverse_kl": 0.25, "akl": 0.5}
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 HAS_CPU_EXTENSION = extension_available()
-# The backends of the losses without C++ kernels (taid, sparse_kl, ranking), and of the divergence family.
-TRITON_BACKENDS = [
+# The losses whose only fused kernels are Triton's (ranking, sparse, TAID): for them backend="cpu" is an
+# error (tests/test_errors.py), so their tests run the torch and triton backends.
+TRITON_ONLY_BACKENDS = [
     "torch",
     pytest.param("triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="no triton")),
 ]
 BACKENDS = [
-    *TRITON_BACKENDS,
+    *TRITON_ONLY_BACKENDS,
     pytest.param(
         "cpu",
         marks=pytest.mark.skipif(
@@ -151,3 +152,16 @@ def assert_close_to_oracle(
     )
     base = 0.0 if backend == "torch" else max_err(base_loss, exact_loss)
     assert max_err(loss, exact_loss) <= 2 * base + loss_slack, (loss, exact_loss, loss_slack)
+
+
+def compiled_and_eager(
+    step: Callable[..., torch.Tensor], student: torch.Tensor, *args: object
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``step(student, *args).backward()`` in eager and under ``torch.compile(backend="aot_eager",
+    fullgraph=True)``, each on its own copy of ``student``: (compiled loss, compiled grad, eager grad)."""
+    eager_z = student.clone().requires_grad_()
+    step(eager_z, *args).backward()
+    compiled_z = student.clone().requires_grad_()
+    loss = torch.compile(step, backend="aot_eager", fullgraph=True)(compiled_z, *args)
+    loss.backward()
+    return loss, compiled_z.grad, eager_z.grad

@@ -7,14 +7,20 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 import fastkd.losses as L
+from bench.memory import measure
 from fastkd.backends import resolve
 from fastkd.ops.divergence_cpu import divergence_cpu
 from fastkd.options import DIVERGENCES
 from tests.conftest import DEVICE
-from tests.helpers import HAS_CPU_EXTENSION, assert_matches_oracle, family_kwargs, run_fastkd
+from tests.helpers import (
+    HAS_CPU_EXTENSION,
+    assert_matches_oracle,
+    compiled_and_eager,
+    family_kwargs,
+    run_fastkd,
+)
 
 pytestmark = pytest.mark.skipif(
     not HAS_CPU_EXTENSION or DEVICE != "cpu", reason="needs CPU tensors and the built fastkd._C"
@@ -108,24 +114,8 @@ def test_torch_compile_fullgraph_matches_eager():
     def step(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         return L.akl(student * 2.0, teacher, labels=labels, mu=0.4, backend="cpu")
 
-    eager_z = z.clone().requires_grad_()
-    step(eager_z, u).backward()
-    compiled_z = z.clone().requires_grad_()
-    loss = torch.compile(step, backend="aot_eager", fullgraph=True)(compiled_z, u)
-    loss.backward()
-    assert torch.equal(loss, step(z, u)) and torch.equal(compiled_z.grad, eager_z.grad)
-
-
-def peak_bytes(step: Callable[[], None]) -> int:
-    """Peak of the allocations made during ``step`` (profiler memory records), beyond those before."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    current = peak = 0
-    for _, nbytes in sorted((e.start_ns(), e.nbytes()) for e in events):
-        current += nbytes
-        peak = max(peak, current)
-    return peak
+    loss, compiled_grad, eager_grad = compiled_and_eager(step, z, u)
+    assert torch.equal(loss, step(z, u)) and torch.equal(compiled_grad, eager_grad)
 
 
 @pytest.mark.parametrize("divergence", ["jsd", "akl"])
@@ -140,8 +130,11 @@ def test_no_n_by_v_fp32_buffer(divergence):
 
     step()
     student.grad = None
-    extra = peak_bytes(step) - grad_bytes
+    extra = measure(step, "cpu").peak - grad_bytes
     fp32_buffer = z.numel() * 4
     assert 0 <= extra < fp32_buffer / 8, (extra, fp32_buffer)
     student.grad = None
-    assert peak_bytes(lambda: L.kd_loss(student, u, divergence, backend="torch").backward()) > fp32_buffer
+    assert (
+        measure(lambda: L.kd_loss(student, u, divergence, backend="torch").backward(), "cpu").peak
+        > fp32_buffer
+    )

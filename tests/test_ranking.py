@@ -8,7 +8,7 @@ import torch
 from fastkd.softrank import rank_loss, rank_loss_and_grad, soft_rank
 from tests import oracle_ranking
 from tests.conftest import DEVICE
-from tests.helpers import DTYPES, TEST_PARAM, TRITON_BACKENDS
+from tests.helpers import DTYPES, TEST_PARAM, TRITON_ONLY_BACKENDS
 from tests.ranking_helpers import assert_matches_oracle, run_fastkd
 from tests.test_divergence import logits, some_ignored
 
@@ -62,7 +62,7 @@ def test_matches_torchsort_soft_rank():
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("backend", TRITON_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
 def test_ranking_matches_oracle(backend, dtype):
     z, u = logits(2, 3, 1271, dtype=dtype), logits(2, 3, 1271, dtype=dtype, seed=5)
     labels = some_ignored(2, 3, vocab=1271)
@@ -70,7 +70,7 @@ def test_ranking_matches_oracle(backend, dtype):
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("backend", TRITON_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
 def test_reductions_masks_and_divisor(backend, reduction):
     z, u = logits(4, 5, 300), logits(4, 5, 300, seed=7)
     mask = torch.rand(4, 5, generator=torch.Generator().manual_seed(3)).to(DEVICE) > 0.3
@@ -85,7 +85,7 @@ def test_reductions_masks_and_divisor(backend, reduction):
 @pytest.mark.parametrize(
     "divergence", ["forward_kl", "reverse_kl", "jsd", "skew_kl", "tvd", "akl", "soft_cross_entropy"]
 )
-@pytest.mark.parametrize("backend", TRITON_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
 def test_rlkd_with_each_divergence(backend, divergence):
     z, u = logits(6, 777, dtype=torch.bfloat16), logits(6, 777, seed=11, dtype=torch.bfloat16)
     param = {"jsd": {"beta": TEST_PARAM["jsd"]}, "skew_kl": {"alpha": 0.2}, "akl": {"mu": 0.5}}
@@ -133,7 +133,7 @@ EDGE_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(EDGE_CASES))
-@pytest.mark.parametrize("backend", TRITON_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
 def test_edge_cases(backend, case):
     z, u, options = EDGE_CASES[case]()
     assert_matches_oracle("ranking_loss", z, u, backend, grad_output=1.3, **options)
@@ -141,7 +141,7 @@ def test_edge_cases(backend, case):
         assert_matches_oracle("rlkd", z, u, backend, grad_output=1.3, **options)
 
 
-@pytest.mark.parametrize("backend", TRITON_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
 def test_gradient_reaches_only_the_union_columns(backend):
     z, u = logits(3, 500), logits(3, 500, seed=3)
     _, grad = run_fastkd("ranking_loss", z, u, backend, k=4)
@@ -153,7 +153,7 @@ def test_gradient_reaches_only_the_union_columns(backend):
     assert (grad != 0).any()
 
 
-@pytest.mark.parametrize("backend", TRITON_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
 def test_all_ignored_mean_is_zero_and_tied_rows_give_one(backend):
     z, u = logits(3, 100), logits(3, 100, seed=2)
     loss, grad = run_fastkd("ranking_loss", z, u, backend, labels=torch.full((3,), -100))
@@ -163,7 +163,7 @@ def test_all_ignored_mean_is_zero_and_tied_rows_give_one(backend):
     assert torch.equal(loss, torch.ones(2)) and (grad == 0).all()
 
 
-@pytest.mark.parametrize("backend", TRITON_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
 def test_mixed_dtypes_non_contiguous_and_hard_labels(backend):
     z = logits(40, 8).T  # [8, 40] with unit stride along the tokens, not along V
     u = logits(8, 40, seed=4, dtype=torch.bfloat16)

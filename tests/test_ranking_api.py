@@ -9,7 +9,7 @@ import fastkd.losses as L
 from bench.memory import measure
 from fastkd.ops.ranking import MAX_FUSED_K, topk_union
 from tests.conftest import DEVICE, assert_compiled_without_spills
-from tests.helpers import HAS_TRITON
+from tests.helpers import HAS_TRITON, compiled_and_eager
 from tests.test_divergence import logits
 
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="no triton")
@@ -111,13 +111,9 @@ def test_torch_compile_fullgraph_matches_eager(fn):
     def step(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         return getattr(L, fn)(student * 2.0, teacher, k=4, labels=labels, backend="triton").sum()
 
-    eager_z = z.clone().requires_grad_()
-    step(eager_z, u).backward()
-    compiled_z = z.clone().requires_grad_()
-    loss = torch.compile(step, backend="aot_eager", fullgraph=True)(compiled_z, u)
-    loss.backward()
+    loss, compiled_grad, eager_grad = compiled_and_eager(step, z, u)
     assert torch.allclose(loss, step(z, u), rtol=1e-6)
-    assert torch.allclose(compiled_z.grad, eager_z.grad, rtol=1e-5, atol=1e-9)
+    assert torch.allclose(compiled_grad, eager_grad, rtol=1e-5, atol=1e-9)
 
 
 @needs_triton

@@ -8,7 +8,7 @@ import torch
 import fastkd.losses as L
 from fastkd.ops.divergence import divergence_fwd
 from tests.conftest import DEVICE
-from tests.helpers import HAS_TRITON
+from tests.helpers import HAS_TRITON, compiled_and_eager
 
 pytestmark = pytest.mark.skipif(not HAS_TRITON, reason="no triton")
 
@@ -54,11 +54,6 @@ def test_torch_compile_fullgraph_matches_eager(reduction):
         loss = L.jsd(student * 2.0, teacher, labels=labels, beta=0.4, reduction=reduction, backend="triton")
         return loss.sum()
 
-    eager_z = z.clone().requires_grad_()
-    step(eager_z, u).backward()
-    compiled_z = z.clone().requires_grad_()
-    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
-    loss = compiled(compiled_z, u)
-    loss.backward()
+    loss, compiled_grad, eager_grad = compiled_and_eager(step, z, u)
     assert torch.allclose(loss, step(z, u), rtol=1e-6)
-    assert torch.allclose(compiled_z.grad, eager_z.grad, rtol=1e-5, atol=1e-9)
+    assert torch.allclose(compiled_grad, eager_grad, rtol=1e-5, atol=1e-9)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 import fastkd.losses as L
+from bench.memory import measure
 from fastkd.functional.sinkhorn import fused_sinkhorn
 from fastkd.ops.sinkhorn import sinkhorn_cost, sinkhorn_cost_grad
 from fastkd.sinkhorn_options import SinkhornOptions
 from tests.conftest import DEVICE, assert_compiled_without_spills
-from tests.helpers import HAS_TRITON, max_err
+from tests.helpers import HAS_TRITON, compiled_and_eager, max_err
 from tests.oracle_sinkhorn import oracle_sinkd_objective, oracle_sinkhorn
 
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="no triton")
@@ -116,18 +116,6 @@ def test_module_equals_function_and_teacher_side():
     assert abs(module(z, u, mask=mask).item() - swapped.item()) > 1e-9  # the cost is not symmetric in Π
 
 
-def allocations(step) -> tuple[int, int]:
-    """(largest single allocation, peak of live bytes) during ``step``, from the profiler's records."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    current = peak = 0
-    for _, nbytes in sorted((e.start_ns(), e.nbytes()) for e in events):
-        current += nbytes
-        peak = max(peak, current)
-    return max(e.nbytes() for e in events), peak
-
-
 def forward_backward(impl: str, z: torch.Tensor, u: torch.Tensor, **options: object) -> None:
     """One step of the torch backend (``impl`` "torch") or of the fused path ("fused-torch")."""
     zz = z.clone().requires_grad_()
@@ -143,7 +131,7 @@ def forward_backward(impl: str, z: torch.Tensor, u: torch.Tensor, **options: obj
 def test_no_pairwise_vocab_tensor(impl):
     rows, vocab = 32, 32768
     z, u = logits(rows, vocab, seed=3)
-    largest, _ = allocations(lambda: forward_backward(impl, z, u))
+    largest = max(measure(lambda: forward_backward(impl, z, u), "cpu").allocations)
     assert largest < rows * rows * vocab * 4 // 16, largest  # [B, B, V] fp32 would be 128 MiB
     assert largest <= 4 * rows * vocab  # at most one fp32 [B, V] temporary
 
@@ -152,9 +140,9 @@ def test_no_pairwise_vocab_tensor(impl):
 def test_fused_backward_keeps_no_copy_of_the_plan_per_iteration():
     z, u = logits(256, 2, seed=4)
     plan_bytes = 256 * 256 * 4
-    _, fused_long = allocations(lambda: forward_backward("fused-torch", z, u, n_iters=100))
-    _, fused_short = allocations(lambda: forward_backward("fused-torch", z, u, n_iters=2))
-    _, naive_long = allocations(lambda: forward_backward("torch", z, u, n_iters=100))
+    fused_long = measure(lambda: forward_backward("fused-torch", z, u, n_iters=100), "cpu").peak
+    fused_short = measure(lambda: forward_backward("fused-torch", z, u, n_iters=2), "cpu").peak
+    naive_long = measure(lambda: forward_backward("torch", z, u, n_iters=100), "cpu").peak
     assert fused_long <= fused_short + plan_bytes, (fused_long, fused_short)
     assert naive_long > 100 * plan_bytes > 10 * fused_long, (naive_long, fused_long)
 
@@ -184,13 +172,9 @@ def test_torch_compile_fullgraph_matches_eager(backend):
     def step(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         return L.sinkhorn_loss(student * 1.5, teacher, mask=mask, n_iters=6, backend=backend)
 
-    eager_z = z.clone().requires_grad_()
-    step(eager_z, u).backward()
-    compiled_z = z.clone().requires_grad_()
-    loss = torch.compile(step, backend="aot_eager", fullgraph=True)(compiled_z, u)
-    loss.backward()
+    loss, compiled_grad, eager_grad = compiled_and_eager(step, z, u)
     assert torch.allclose(loss, step(z, u), rtol=1e-6)
-    assert torch.allclose(compiled_z.grad, eager_z.grad, rtol=1e-5, atol=1e-12)
+    assert torch.allclose(compiled_grad, eager_grad, rtol=1e-5, atol=1e-12)
 
 
 @needs_triton

@@ -12,7 +12,7 @@ import fastkd.losses as L
 from bench.memory import measure
 from fastkd.ops.sparse import sparse_kl_fwd
 from tests.conftest import DEVICE, assert_compiled_without_spills
-from tests.helpers import HAS_TRITON
+from tests.helpers import HAS_TRITON, compiled_and_eager
 
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="no triton")
 Z = torch.randn(2, 3, 11)
@@ -153,13 +153,9 @@ def test_torch_compile_fullgraph_matches_eager(renormalize):
             student * 2.0, idx, lp, labels=labels, renormalize=renormalize, temperature=1.3, backend="triton"
         )
 
-    eager_z = z.clone().requires_grad_()
-    step(eager_z).backward()
-    compiled_z = z.clone().requires_grad_()
-    loss = torch.compile(step, backend="aot_eager", fullgraph=True)(compiled_z)
-    loss.backward()
+    loss, compiled_grad, eager_grad = compiled_and_eager(step, z)
     assert torch.allclose(loss, step(z), rtol=1e-6)
-    assert torch.allclose(compiled_z.grad, eager_z.grad, rtol=1e-5, atol=1e-9)
+    assert torch.allclose(compiled_grad, eager_grad, rtol=1e-5, atol=1e-9)
 
 
 @needs_triton

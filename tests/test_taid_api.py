@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 import fastkd
 import fastkd.losses as L
+from bench.memory import measure
 from fastkd.ops.taid import taid_fwd
 from tests.conftest import DEVICE
 from tests.helpers import HAS_TRITON
@@ -135,18 +135,6 @@ def test_torch_compile_fullgraph_matches_eager_and_a_new_t_does_not_recompile():
     assert counter.frame_count == 1
 
 
-def extra_peak_bytes(step) -> int:
-    """Peak of the bytes allocated during ``step`` (torch.profiler memory records, CPU)."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    current = peak = 0
-    for _, nbytes in sorted((e.start_ns(), e.nbytes()) for e in events):
-        current += nbytes
-        peak = max(peak, current)
-    return peak
-
-
 @needs_triton
 @pytest.mark.skipif(DEVICE != "cpu", reason="profiler memory records of CPU tensors")
 def test_peak_memory_is_the_gradient_and_per_row_scalars_only():
@@ -157,8 +145,8 @@ def test_peak_memory_is_the_gradient_and_per_row_scalars_only():
     for inplace, limit in ((False, n * v * 2 + per_row), (True, per_row)):
         student = z.clone().requires_grad_()
         call = lambda s=student, i=inplace: L.taid(s, u, t, backend="triton", inplace_grad=i).backward()
-        peak = extra_peak_bytes(call)
+        peak = measure(call, "cpu").peak
         assert 0 < peak <= limit, (inplace, peak, limit)
     student = z.clone().requires_grad_()
-    reference = extra_peak_bytes(lambda: L.taid(student, u, t, backend="torch").backward())
+    reference = measure(lambda: L.taid(student, u, t, backend="torch").backward(), "cpu").peak
     assert reference > 4 * n * v * 4  # the plain PyTorch version holds several fp32 [N, V] tensors

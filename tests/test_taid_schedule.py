@@ -11,7 +11,7 @@ from torch import nn
 import fastkd
 import fastkd.losses as L
 from tests.conftest import DEVICE
-from tests.helpers import TRITON_BACKENDS
+from tests.helpers import TRITON_ONLY_BACKENDS
 from tests.oracle_taid import TAIDScheduleOracle, oracle_taid
 
 
@@ -44,7 +44,7 @@ def train(model, optimizer, criterion, steps: range) -> list[tuple[float, float]
     return record
 
 
-@pytest.mark.parametrize("backend", TRITON_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
 def test_update_rule_matches_the_spec_step_by_step_on_a_recorded_run(backend):
     model, optimizer, criterion = make_run(backend, total_steps=30, t_start=0.1, alpha=0.1, t_end=0.9)
     record = train(model, optimizer, criterion, range(36))
@@ -80,7 +80,7 @@ def test_first_call_records_the_loss_and_leaves_t_unchanged():
     assert schedule.t.item() > 0.4 and schedule.prev_loss.item() == 3.0
 
 
-@pytest.mark.parametrize("backend", TRITON_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
 def test_resumed_run_continues_the_same_trajectory_bit_for_bit(backend):
     uninterrupted = train(*make_run(backend), range(12))
     model, optimizer, criterion = make_run(backend)
@@ -107,7 +107,7 @@ def test_state_dict_holds_the_schedule():
     assert "total_steps=100" in repr(criterion)
 
 
-@pytest.mark.parametrize("backend", TRITON_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
 def test_loss_module_uses_the_current_t_and_eval_mode_freezes_it(backend):
     gen = torch.Generator().manual_seed(2)
     z, u = torch.randn(3, 40, generator=gen).to(DEVICE), torch.randn(3, 40, generator=gen).to(DEVICE)

@@ -24,7 +24,7 @@ import torch
 from fastkd import reference
 from fastkd.backends import resolve
 from fastkd.functions.divergence import DivergenceFunction
-from fastkd.inputs import prepare
+from fastkd.inputs import prepare, unit_stride
 from fastkd.options import FAMILY_PARAMETER, DivergenceOptions
 
 
@@ -34,6 +34,17 @@ def _family_param(divergence: str, params: dict[str, float | None]) -> float | N
         if value is not None and name != expected:
             raise TypeError(f"divergence {divergence!r} takes no parameter {name!r}")
     return params.get(expected) if expected else None
+
+
+def divergence_options(divergence: str, **options: Any) -> DivergenceOptions:
+    """The checked options of ``divergence`` from keyword options: its family parameter among beta /
+    alpha / mu (another family's parameter is a TypeError), and temperature, reduction, ignore_index and
+    hard_label_weight where given; other keys (backend, ...) are not looked at."""
+    params = {name: options.get(name) for name in ("beta", "alpha", "mu")}
+    settings = ("temperature", "reduction", "ignore_index", "hard_label_weight")
+    return DivergenceOptions.build(
+        divergence, _family_param(divergence, params), **{k: options[k] for k in settings if k in options}
+    )
 
 
 def kd_loss(
@@ -60,9 +71,11 @@ def kd_loss(
     default 0.5), skew_kl / skew_reverse_kl (``alpha``, default 0.1), tvd, akl (``mu``, default 0.5).
     See the module docstring for the options and ``shared/spec/losses.md`` for the formulas.
     """
-    options = DivergenceOptions.build(
+    options = divergence_options(
         divergence,
-        _family_param(divergence, {"beta": beta, "alpha": alpha, "mu": mu}),
+        beta=beta,
+        alpha=alpha,
+        mu=mu,
         temperature=temperature,
         reduction=reduction,
         ignore_index=ignore_index,
@@ -72,11 +85,9 @@ def kd_loss(
     name = resolve(backend, flat.student)
     if name == "torch":
         return reference.divergence_loss(flat, options)
-    student = flat.student if flat.student.stride(-1) == 1 else flat.student.contiguous()
-    teacher = flat.teacher if flat.teacher.stride(-1) == 1 else flat.teacher.contiguous()
     return DivergenceFunction.apply(
-        student,
-        teacher,
+        unit_stride(flat.student),
+        unit_stride(flat.teacher),
         flat.valid,
         flat.labels,
         flat.divisor,

@@ -19,9 +19,9 @@ import torch
 
 from fastkd import reference
 from fastkd.backends import resolve
-from fastkd.functional.divergence import _family_param
+from fastkd.functional.divergence import divergence_options
 from fastkd.functions.ranking import RankingFunction, RLKDFunction
-from fastkd.inputs import FlatInputs, prepare, reduce_rows
+from fastkd.inputs import FlatInputs, prepare, reduce_rows, unit_stride
 from fastkd.ops.ranking import MAX_FUSED_K
 from fastkd.options import DivergenceOptions
 from fastkd.reference_ranking import ranking_rows
@@ -44,10 +44,6 @@ def _fused(backend: str, flat: FlatInputs, k: int) -> bool:
             raise ValueError(f"backend 'triton' supports k <= {MAX_FUSED_K}, got k={k}; use backend='torch'")
         return False
     return name == "triton"
-
-
-def _unit_stride(x: torch.Tensor) -> torch.Tensor:
-    return x if x.stride(-1) == 1 else x.contiguous()
 
 
 def ranking_loss(
@@ -74,8 +70,8 @@ def ranking_loss(
         rows = ranking_rows(flat.student, flat.teacher, flat.valid, k)
         return reduce_rows(rows, flat.leading_shape, flat.divisor, reduction)
     return RankingFunction.apply(
-        _unit_stride(flat.student),
-        _unit_stride(flat.teacher),
+        unit_stride(flat.student),
+        unit_stride(flat.teacher),
         flat.valid,
         flat.divisor,
         k,
@@ -107,9 +103,11 @@ def rlkd(
     ``divergence``, ``temperature`` (divergence only; the ranking uses raw logits), ``hard_label_weight``
     and the family parameter ``beta`` / ``alpha`` / ``mu`` are those of :func:`fastkd.losses.kd_loss`.
     """
-    options = DivergenceOptions.build(
+    options = divergence_options(
         divergence,
-        _family_param(divergence, {"beta": beta, "alpha": alpha, "mu": mu}),
+        beta=beta,
+        alpha=alpha,
+        mu=mu,
         temperature=temperature,
         reduction=reduction,
         ignore_index=ignore_index,
@@ -122,8 +120,8 @@ def rlkd(
         rank = reduce_rows(rows, flat.leading_shape, flat.divisor, reduction)
         return rank + 0.5 * reference.divergence_loss(flat, options)
     return RLKDFunction.apply(
-        _unit_stride(flat.student),
-        _unit_stride(flat.teacher),
+        unit_stride(flat.student),
+        unit_stride(flat.teacher),
         flat.valid,
         flat.labels,
         flat.divisor,

@@ -17,7 +17,7 @@ from fastkd import reference_sinkhorn
 from fastkd.backends import resolve
 from fastkd.functional.divergence import soft_cross_entropy
 from fastkd.functions.sinkhorn import SinkhornFunction
-from fastkd.inputs import prepare
+from fastkd.inputs import prepare, unit_stride
 from fastkd.options import DivergenceOptions, _check_unit
 from fastkd.sinkhorn_options import SinkhornOptions
 
@@ -60,9 +60,7 @@ def fused_sinkhorn(
     student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor, options: SinkhornOptions, impl: str
 ) -> torch.Tensor:
     """The fused path on flattened [B, V] logits: ``impl`` "triton" (kernels) or "torch" (chunked ops)."""
-    student = student if student.stride(-1) == 1 else student.contiguous()
-    teacher = teacher if teacher.stride(-1) == 1 else teacher.contiguous()
-    return SinkhornFunction.apply(student, teacher, valid, options, impl)
+    return SinkhornFunction.apply(unit_stride(student), unit_stride(teacher), valid, options, impl)
 
 
 def sinkd_objective(

@@ -7,7 +7,7 @@ import torch
 from fastkd import reference_taid
 from fastkd.backends import resolve
 from fastkd.functions.taid import TAIDFunction
-from fastkd.inputs import FlatInputs, prepare
+from fastkd.inputs import FlatInputs, prepare, unit_stride
 from fastkd.options import DivergenceOptions, _check_unit
 
 
@@ -34,10 +34,15 @@ def interpolation_weight(t: object, like: torch.Tensor) -> torch.Tensor:
 
 
 def _fused(flat: FlatInputs, t: torch.Tensor, options: DivergenceOptions, inplace_grad: bool) -> torch.Tensor:
-    student = flat.student if flat.student.stride(-1) == 1 else flat.student.contiguous()
-    teacher = flat.teacher if flat.teacher.stride(-1) == 1 else flat.teacher.contiguous()
     return TAIDFunction.apply(
-        student, teacher, flat.valid, t, flat.divisor, options, flat.leading_shape, inplace_grad
+        unit_stride(flat.student),
+        unit_stride(flat.teacher),
+        flat.valid,
+        t,
+        flat.divisor,
+        options,
+        flat.leading_shape,
+        inplace_grad,
     )
 
 

@@ -30,6 +30,33 @@ def rescaled_gradient(ctx: torch.autograd.function.FunctionCtx, grad_output: tor
     return grad.mul_(scale.to(torch.float32))
 
 
+def divergence_rows(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    valid: torch.Tensor,
+    labels: torch.Tensor | None,
+    grad_scale: torch.Tensor,
+    grad: torch.Tensor,
+    options: DivergenceOptions,
+    backend: str = "triton",
+) -> torch.Tensor:
+    """Per-row losses of the fused kernel of ``backend`` (``"triton"`` or ``"cpu"``), which writes
+    ∂loss_n/∂student · ``grad_scale`` into ``grad``."""
+    op = divergence_cpu if backend == "cpu" else divergence_fwd
+    return op(
+        student,
+        teacher,
+        valid,
+        labels,
+        grad_scale,
+        grad,
+        options.divergence,
+        options.param,
+        options.temperature,
+        options.hard_label_weight,
+    )
+
+
 class DivergenceFunction(torch.autograd.Function):
     """Loss of a KD divergence whose kernel writes ∂loss/∂student in the forward pass.
 
@@ -55,18 +82,8 @@ class DivergenceFunction(torch.autograd.Function):
         backend: str,
     ) -> torch.Tensor:
         grad = student if inplace_grad else torch.empty_like(student)
-        op = divergence_cpu if backend == "cpu" else divergence_fwd
-        loss_rows = op(
-            student,
-            teacher,
-            valid,
-            labels,
-            divisor.reciprocal(),
-            grad,
-            options.divergence,
-            options.param,
-            options.temperature,
-            options.hard_label_weight,
+        loss_rows = divergence_rows(
+            student, teacher, valid, labels, divisor.reciprocal(), grad, options, backend
         )
         save_fused_gradient(ctx, grad, options.reduction)
         return reduce_rows(loss_rows, leading_shape, divisor, options.reduction)

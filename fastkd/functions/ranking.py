@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from fastkd.functions.divergence import divergence_rows, rescaled_gradient, save_fused_gradient
 from fastkd.inputs import reduce_rows
-from fastkd.ops.divergence import divergence_fwd
 from fastkd.ops.ranking import topk_union
 from fastkd.options import DivergenceOptions
 from fastkd.softrank import rank_loss_and_grad
@@ -84,33 +84,12 @@ class RLKDFunction(torch.autograd.Function):
         leading_shape: torch.Size,
     ) -> torch.Tensor:
         grad = torch.empty_like(student)
-        kd_rows = divergence_fwd(
-            student,
-            teacher,
-            valid,
-            labels,
-            0.5 * divisor.reciprocal(),
-            grad,
-            options.divergence,
-            options.param,
-            options.temperature,
-            options.hard_label_weight,
-        )
+        kd_rows = divergence_rows(student, teacher, valid, labels, 0.5 * divisor.reciprocal(), grad, options)
         rank_rows, index, rank_grad = sparse_ranking(student, teacher, valid, k)
         scatter_rows(grad, index, rank_grad / divisor)
-        ctx.save_for_backward(grad)
-        ctx.reduction = options.reduction
-        ctx.spent = False
+        save_fused_gradient(ctx, grad, options.reduction)
         return reduce_rows(rank_rows + 0.5 * kd_rows, leading_shape, divisor, options.reduction)
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor) -> tuple:
-        if ctx.spent:
-            raise RuntimeError(
-                "fastkd's fused rlkd rescales its precomputed gradient in place, so it supports one "
-                "backward per forward; recompute the loss (or use backend='torch') to backward twice"
-            )
-        ctx.spent = True
-        (grad,) = ctx.saved_tensors
-        scale = grad_output.reshape(-1, 1) if ctx.reduction == "none" else grad_output
-        return (grad.mul_(scale.to(torch.float32)),) + (None,) * 7
+        return (rescaled_gradient(ctx, grad_output),) + (None,) * 7

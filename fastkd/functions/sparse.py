@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from fastkd.functions.divergence import rescaled_gradient, save_fused_gradient
-from fastkd.inputs import reduce_rows
+from fastkd.inputs import reduce_rows, unit_stride
 from fastkd.ops.sparse import sparse_kl_fwd
 from fastkd.sparse_inputs import SparseInputs, SparseOptions
 
@@ -52,9 +52,8 @@ class SparseKLFunction(torch.autograd.Function):
 
 def sparse_kl_fused(flat: SparseInputs, options: SparseOptions) -> torch.Tensor:
     """The fused backend's reduced loss on validated, flattened inputs."""
-    student = flat.student if flat.student.stride(-1) == 1 else flat.student.contiguous()
     return SparseKLFunction.apply(
-        student,
+        unit_stride(flat.student),
         flat.indices,
         flat.logprobs,
         flat.rest,

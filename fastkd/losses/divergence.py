@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-from torch import nn
-
 from fastkd.functional.divergence import kd_loss
+from fastkd.losses._base import LogitsPairLoss
 from fastkd.options import FAMILY_PARAMETER, DivergenceOptions
 
-_CALL_OPTIONS = ("labels", "mask", "num_items_in_batch")
 
-
-class KDLoss(nn.Module):
+class KDLoss(LogitsPairLoss):
     """``criterion(student_logits, teacher_logits, labels=None, mask=None, num_items_in_batch=None)``.
 
     ``divergence`` and the keyword options (temperature, reduction, ignore_index, hard_label_weight,
@@ -21,11 +17,11 @@ class KDLoss(nn.Module):
     :func:`fastkd.losses.kd_loss`.
     """
 
+    function = staticmethod(kd_loss)
+    shown = ("divergence",)
+
     def __init__(self, divergence: str = "forward_kl", **options: Any) -> None:
-        super().__init__()
-        taken = [name for name in _CALL_OPTIONS if name in options]
-        if taken:
-            raise TypeError(f"{taken} are per-call arguments of the loss, not construction options")
+        super().__init__(options)
         param_name = FAMILY_PARAMETER.get(divergence, ("", None))[0]
         DivergenceOptions.build(
             divergence,
@@ -37,30 +33,6 @@ class KDLoss(nn.Module):
             },
         )
         self.divergence = divergence
-        self.options = options
-
-    def forward(
-        self,
-        student_logits: torch.Tensor,
-        teacher_logits: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-        num_items_in_batch: int | torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        return kd_loss(
-            student_logits,
-            teacher_logits,
-            self.divergence,
-            labels=labels,
-            mask=mask,
-            num_items_in_batch=num_items_in_batch,
-            **self.options,
-        )
-
-    def extra_repr(self) -> str:
-        return ", ".join(
-            [f"divergence={self.divergence!r}"] + [f"{k}={v!r}" for k, v in self.options.items()]
-        )
 
 
 class ForwardKLLoss(KDLoss):

@@ -4,100 +4,47 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-from torch import nn
-
-from fastkd.functional.divergence import _family_param
+from fastkd.functional.divergence import divergence_options
 from fastkd.functional.ranking import ranking_loss, rlkd
+from fastkd.losses._base import LogitsPairLoss
 from fastkd.options import DivergenceOptions
 
-_CALL_OPTIONS = ("labels", "mask", "num_items_in_batch")
-_DIVERGENCE_OPTIONS = ("temperature", "reduction", "ignore_index", "hard_label_weight")
 
-
-def _check_construction(options: dict[str, Any], k: object) -> None:
-    taken = [name for name in _CALL_OPTIONS if name in options]
-    if taken:
-        raise TypeError(f"{taken} are per-call arguments of the loss, not construction options")
+def _check_k(k: object) -> None:
     if isinstance(k, bool) or not isinstance(k, int):
         raise TypeError(f"k must be a Python int, got {type(k).__name__} ({k!r})")
     if k < 1:
         raise ValueError(f"k must be >= 1, got k={k}")
 
 
-class RankingLoss(nn.Module):
+class RankingLoss(LogitsPairLoss):
     """``criterion(student_logits, teacher_logits, labels=None, mask=None, num_items_in_batch=None)``:
     :func:`fastkd.losses.ranking_loss` with ``k`` (default 5), ``reduction``, ``ignore_index``,
     ``backend`` fixed at construction."""
 
+    function = staticmethod(ranking_loss)
+    shown = ("k",)
+
     def __init__(self, k: int = 5, **options: Any) -> None:
-        super().__init__()
-        _check_construction(options, k)
+        super().__init__(options)
+        _check_k(k)
         DivergenceOptions(
             **{name: options[name] for name in ("reduction", "ignore_index") if name in options}
         )
         self.k = k
-        self.options = options
-
-    def forward(
-        self,
-        student_logits: torch.Tensor,
-        teacher_logits: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-        num_items_in_batch: int | torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        return ranking_loss(
-            student_logits,
-            teacher_logits,
-            k=self.k,
-            labels=labels,
-            mask=mask,
-            num_items_in_batch=num_items_in_batch,
-            **self.options,
-        )
-
-    def extra_repr(self) -> str:
-        return ", ".join([f"k={self.k}"] + [f"{k}={v!r}" for k, v in self.options.items()])
 
 
-class RLKDLoss(nn.Module):
+class RLKDLoss(LogitsPairLoss):
     """``criterion(student_logits, teacher_logits, labels=None, mask=None, num_items_in_batch=None)``:
     :func:`fastkd.losses.rlkd` = ranking + divergence / 2, with ``k``, ``divergence`` and the options of
     :func:`fastkd.losses.kd_loss` (temperature, reduction, family parameter, ...) fixed at construction."""
 
+    function = staticmethod(rlkd)
+    shown = ("k", "divergence")
+
     def __init__(self, k: int = 5, divergence: str = "forward_kl", **options: Any) -> None:
-        super().__init__()
-        _check_construction(options, k)
-        params = {name: options.get(name) for name in ("beta", "alpha", "mu")}
-        DivergenceOptions.build(
-            divergence,
-            _family_param(divergence, params),
-            **{name: options[name] for name in _DIVERGENCE_OPTIONS if name in options},
-        )
+        super().__init__(options)
+        _check_k(k)
+        divergence_options(divergence, **options)
         self.k = k
         self.divergence = divergence
-        self.options = options
-
-    def forward(
-        self,
-        student_logits: torch.Tensor,
-        teacher_logits: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-        num_items_in_batch: int | torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        return rlkd(
-            student_logits,
-            teacher_logits,
-            k=self.k,
-            divergence=self.divergence,
-            labels=labels,
-            mask=mask,
-            num_items_in_batch=num_items_in_batch,
-            **self.options,
-        )
-
-    def extra_repr(self) -> str:
-        head = [f"k={self.k}", f"divergence={self.divergence!r}"]
-        return ", ".join(head + [f"{k}={v!r}" for k, v in self.options.items()])

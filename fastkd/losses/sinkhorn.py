@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
 from fastkd.functional.sinkhorn import sinkd_objective, sinkhorn_loss
+from fastkd.losses._base import FixedOptionsLoss
 from fastkd.options import DivergenceOptions, _check_unit
 from fastkd.sinkhorn_options import SinkhornOptions
 
@@ -18,15 +18,14 @@ def _check_sinkhorn(options: dict[str, Any]) -> None:
     SinkhornOptions(**{k: options[k] for k in _SINKHORN_KEYS if k in options})
 
 
-class SinkhornLoss(nn.Module):
+class SinkhornLoss(FixedOptionsLoss):
     """``criterion(student_logits, teacher_logits, labels=None, mask=None)`` -> S, the batch-wise
     Sinkhorn distance of :func:`fastkd.losses.sinkhorn_loss` (options tau, epsilon, n_iters, scale,
     log_domain, ignore_index, backend)."""
 
     def __init__(self, **options: Any) -> None:
-        super().__init__()
+        super().__init__(options, per_call=())
         _check_sinkhorn(options)
-        self.options = options
 
     def forward(
         self,
@@ -37,23 +36,21 @@ class SinkhornLoss(nn.Module):
     ) -> torch.Tensor:
         return sinkhorn_loss(student_logits, teacher_logits, labels=labels, mask=mask, **self.options)
 
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
 
-
-class SinKDObjectiveLoss(nn.Module):
+class SinKDObjectiveLoss(FixedOptionsLoss):
     """``criterion(student_logits, teacher_logits, labels)`` -> α·KD + (1 − α)·CE + weight·S, the
     authors' GLUE objective (:func:`fastkd.losses.sinkd_objective`)."""
+
+    shown = ("alpha", "temperature", "sinkhorn_weight")
 
     def __init__(
         self, alpha: float, temperature: float, sinkhorn_weight: float = 0.8, **options: Any
     ) -> None:
-        super().__init__()
+        super().__init__(options, per_call=())
         _check_unit("alpha", alpha)
         DivergenceOptions(temperature=temperature)
         _check_sinkhorn(options)
         self.alpha, self.temperature, self.sinkhorn_weight = alpha, temperature, sinkhorn_weight
-        self.options = options
 
     def forward(
         self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor
@@ -62,7 +59,3 @@ class SinKDObjectiveLoss(nn.Module):
             student_logits, teacher_logits, labels, alpha=self.alpha, temperature=self.temperature,
             sinkhorn_weight=self.sinkhorn_weight, **self.options,
         )  # fmt: skip
-
-    def extra_repr(self) -> str:
-        fixed = dict(alpha=self.alpha, temperature=self.temperature, sinkhorn_weight=self.sinkhorn_weight)
-        return ", ".join(f"{k}={v!r}" for k, v in {**fixed, **self.options}.items())

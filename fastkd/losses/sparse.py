@@ -5,26 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
 from fastkd.functional.sparse import sparse_kl
+from fastkd.losses._base import FixedOptionsLoss
 from fastkd.sparse_inputs import SparseOptions
 
-_CALL_OPTIONS = ("labels", "mask", "num_items_in_batch")
 
-
-class SparseKLLoss(nn.Module):
+class SparseKLLoss(FixedOptionsLoss):
     """``criterion(student_logits, teacher_topk_indices, teacher_topk_logprobs, labels=None, mask=None,
     num_items_in_batch=None)``; the keyword options (renormalize, temperature, reduction, ignore_index,
     backend) are those of :func:`fastkd.losses.sparse_kl`."""
 
     def __init__(self, **options: Any) -> None:
-        super().__init__()
-        taken = [name for name in _CALL_OPTIONS if name in options]
-        if taken:
-            raise TypeError(f"{taken} are per-call arguments of the loss, not construction options")
+        super().__init__(options)
         SparseOptions(**{k: v for k, v in options.items() if k != "backend"})
-        self.options = options
 
     def forward(
         self,
@@ -44,6 +38,3 @@ class SparseKLLoss(nn.Module):
             num_items_in_batch=num_items_in_batch,
             **self.options,
         )
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())

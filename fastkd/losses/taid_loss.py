@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from fastkd.functional.taid import taid
+from fastkd.losses._base import FixedOptionsLoss
 from fastkd.options import DivergenceOptions, _check_real, _check_unit
 
-_CALL_OPTIONS = ("labels", "mask", "num_items_in_batch")
 _LOSS_OPTIONS = ("temperature", "reduction", "ignore_index", "backend", "inplace_grad")
 
 
@@ -89,7 +89,7 @@ class TAIDSchedule(nn.Module):
         )
 
 
-class TAIDLoss(nn.Module):
+class TAIDLoss(FixedOptionsLoss):
     """``criterion(student_logits, teacher_logits, labels=None, mask=None, num_items_in_batch=None)``.
 
     Computes :func:`fastkd.losses.taid` with the current t of its :class:`TAIDSchedule`
@@ -109,10 +109,7 @@ class TAIDLoss(nn.Module):
         beta: float = 0.99,
         **options: Any,
     ) -> None:
-        super().__init__()
-        taken = [name for name in _CALL_OPTIONS if name in options]
-        if taken:
-            raise TypeError(f"{taken} are per-call arguments of the loss, not construction options")
+        super().__init__(options)
         unknown = [name for name in options if name not in _LOSS_OPTIONS]
         if unknown:
             raise TypeError(f"TAIDLoss got unknown options {unknown}; expected some of {list(_LOSS_OPTIONS)}")
@@ -120,7 +117,6 @@ class TAIDLoss(nn.Module):
         if DivergenceOptions(**checked).reduction == "none":
             raise ValueError("TAIDLoss needs reduction 'mean' or 'sum' (its schedule needs a scalar loss)")
         self.schedule = TAIDSchedule(total_steps, t_start, t_end, alpha, beta)
-        self.options = options
 
     @property
     def t(self) -> torch.Tensor:
@@ -149,6 +145,3 @@ class TAIDLoss(nn.Module):
         if self.training:
             self.schedule.update(loss)
         return loss
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())

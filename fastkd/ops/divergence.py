@@ -28,6 +28,12 @@ def launch_policy(vocab: int) -> LaunchConfig:
     return LaunchConfig(2048, 256, 8)
 
 
+def row_losses(student: torch.Tensor, *args: object) -> torch.Tensor:
+    """An uninitialised fp32 [N] for the per-row losses of ``student`` [N, V]; also the fake (meta)
+    implementation of every op that returns only those losses."""
+    return student.new_empty(student.shape[0], dtype=torch.float32)
+
+
 def mixture_log_weights(divergence: str, param: float) -> tuple[float, float]:
     """log of the (teacher, student) weights of the mixture m in jsd and the skew KLs (-inf for 0)."""
     teacher_weight = {"jsd": param, "skew_kl": param, "skew_reverse_kl": 1.0 - param}.get(divergence, 0.5)
@@ -58,7 +64,7 @@ def divergence_fwd(
     from fastkd.kernels.divergence import divergence_kernel  # triton is imported on first launch only
 
     rows, vocab = student.shape
-    loss = torch.empty(rows, dtype=torch.float32, device=student.device)
+    loss = row_losses(student)
     if rows == 0:
         return loss
     config = launch_policy(vocab)
@@ -90,6 +96,4 @@ def divergence_fwd(
     return loss
 
 
-@divergence_fwd.register_fake
-def _divergence_fwd_fake(student: torch.Tensor, *args: object) -> torch.Tensor:
-    return student.new_empty(student.shape[0], dtype=torch.float32)
+divergence_fwd.register_fake(row_losses)

@@ -161,9 +161,10 @@ def plot(report: Report, path: Path, title: str) -> None:
         for j, (v, dtype) in enumerate(columns):
             _panel(axes[i][j], report, (divergence, v, dtype), colours)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper right")
+    height, ncol = fig.get_figheight(), min(len(labels), 2 * len(columns))
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False)
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0, 0.88, 0.96))
+    fig.tight_layout(rect=(0, 0.3 * math.ceil(len(labels) / ncol) / height, 1, 1 - 0.4 / height))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -8,7 +8,6 @@ tensors (when the extension is built) and the PyTorch reference otherwise. The C
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 
@@ -27,14 +26,20 @@ def triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-@functools.cache
-def extension_available() -> bool:
-    """Whether the C++ extension ``fastkd._C`` is built and loads."""
+def _extension_loads() -> bool:
     try:
         import fastkd._C  # noqa: F401
     except ImportError:
         return False
     return True
+
+
+_EXTENSION = _extension_loads()  # once, at import: a plain constant for torch.compile to read
+
+
+def extension_available() -> bool:
+    """Whether the C++ extension ``fastkd._C`` is built and loads."""
+    return _EXTENSION
 
 
 def _check_name(backend: object) -> str:

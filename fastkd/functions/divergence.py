@@ -7,6 +7,7 @@ import torch
 from fastkd.inputs import reduce_rows
 from fastkd.ops.divergence import divergence_fwd
 from fastkd.ops.divergence_cpu import divergence_cpu
+from fastkd.ops.rescale import rescale_
 from fastkd.options import DivergenceOptions
 
 
@@ -26,8 +27,9 @@ def rescaled_gradient(ctx: torch.autograd.function.FunctionCtx, grad_output: tor
         )
     ctx.spent = True
     (grad,) = ctx.saved_tensors
-    scale = grad_output.reshape(-1, 1) if ctx.reduction == "none" else grad_output
-    return grad.mul_(scale.to(torch.float32))
+    scale = grad_output.reshape(-1) if ctx.reduction == "none" else grad_output.reshape(())
+    rescale_(grad, scale.to(torch.float32).contiguous())
+    return grad
 
 
 def divergence_rows(

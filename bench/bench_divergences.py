@@ -30,8 +30,8 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from bench.common import DEVICE, DTYPES, LossFn, bench_logits, compiled, require_triton
 from bench.shapes import Shape, dtype_name, shapes
 from fastkd.backends import extension_available
+from fastkd.boundary.options import DIVERGENCES, FAMILY_PARAMETER
 from fastkd.losses import kd_loss
-from fastkd.options import DIVERGENCES, FAMILY_PARAMETER
 
 PROVIDERS = ("fastkd-triton", "fastkd-cpu", "torch-eager", "torch-compile", "liger")
 DEFAULT_DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")

@@ -6,8 +6,8 @@ makes the table). Providers, side by side in one session:
 - ``fastkd-triton``: ``backend="triton"`` (CUDA only): one Triton pass finds both top-k sets;
 - ``fastkd-torch``: ``backend="torch"``, the reference (stable full sorts for the top-k sets);
 - ``torch-eager``: plain PyTorch: ``torch.topk`` of both rows, a padded union, soft ranks and Pearson
-  correlation through autograd (``fastkd.softrank`` in eager), plus ``kd_loss(backend="torch")`` / 2 for
-  rlkd;
+  correlation through autograd (``fastkd.reference.softrank`` in eager), plus
+  ``kd_loss(backend="torch")`` / 2 for rlkd;
 - ``torch-compile``: ``torch.compile(fullgraph=True)`` of that plain function (skipped if it fails).
 
 The original RLKD code is not on PyPI and torchsort's sdist does not build here, so neither runs.
@@ -25,7 +25,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from bench.common import DEVICE, DTYPES, LossFn, bench_logits, compiled, require_triton
 from bench.shapes import Shape, dtype_name, shapes
 from fastkd.losses import kd_loss, ranking_loss, rlkd
-from fastkd.softrank import rank_loss
+from fastkd.reference.softrank import rank_loss
 
 PROVIDERS = ("fastkd-triton", "fastkd-torch", "torch-eager", "torch-compile")
 LOSSES = ("ranking_loss", "rlkd")

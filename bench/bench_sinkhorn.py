@@ -21,9 +21,9 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from bench.common import DEVICE, LossFn, device_name, forward_backward, memory_info, time_step
 from bench.shapes import dtype_name, logit_bytes
+from fastkd.boundary.sinkhorn import SinkhornOptions
 from fastkd.functional.sinkhorn import fused_sinkhorn
 from fastkd.losses import sinkhorn_loss
-from fastkd.sinkhorn_options import SinkhornOptions
 
 PROVIDERS = ("fastkd-triton", "fastkd-fused-torch", "torch-eager", "torch-compile")
 GPU_SHAPES = ((512, 2), (4096, 3), (256, 32000), (1024, 32000), (128, 128256))

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import itertools
 
+from fastkd.boundary.options import DIVERGENCES
 from fastkd.kernels.divergence import divergence_kernel
 from fastkd.ops.divergence import launch_policy
-from fastkd.options import DIVERGENCES
 from tests.aot_report import AotJob
 
 VOCABS = (1, 16, 100, 1000, 1271, 2048, 4000, 32000, 151936)

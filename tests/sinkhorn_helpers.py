@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import fastkd.losses as L
+from fastkd.boundary.sinkhorn import SinkhornOptions
 from fastkd.functional.sinkhorn import fused_sinkhorn
-from fastkd.sinkhorn_options import SinkhornOptions
 from tests.helpers import GRAD_TOL, HAS_TRITON, LOSS_TOL, max_err
 from tests.oracle_sinkhorn import oracle_sinkhorn
 

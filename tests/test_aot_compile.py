@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("triton")
 
+from fastkd.boundary.options import DIVERGENCES
 from fastkd.kernels import divergence as kd
-from fastkd.options import DIVERGENCES
 from tests.conftest import assert_compiled_without_spills
 
 

@@ -9,7 +9,7 @@ import torch
 
 import fastkd
 import fastkd.losses as L
-from fastkd.options import DIVERGENCES
+from fastkd.boundary.options import DIVERGENCES
 from tests.conftest import DEVICE
 from tests.helpers import BACKENDS, HAS_TRITON, family_kwargs, run_fastkd
 

@@ -11,8 +11,8 @@ import torch
 import fastkd.losses as L
 from bench.memory import measure
 from fastkd.backends import resolve
+from fastkd.boundary.options import DIVERGENCES
 from fastkd.ops.divergence_cpu import divergence_cpu
-from fastkd.options import DIVERGENCES
 from tests.conftest import DEVICE
 from tests.helpers import (
     HAS_CPU_EXTENSION,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastkd.options import DIVERGENCES
+from fastkd.boundary.options import DIVERGENCES
 from tests.conftest import DEVICE
 from tests.helpers import BACKENDS, DTYPES, assert_matches_oracle, family_kwargs
 

@@ -12,7 +12,7 @@ import torch
 
 import fastkd.losses as L
 from bench.memory import measure
-from fastkd.options import DIVERGENCES
+from fastkd.boundary.options import DIVERGENCES
 from tests.conftest import DEVICE
 from tests.helpers import HAS_TRITON, family_kwargs
 

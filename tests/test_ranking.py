@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastkd.softrank import rank_loss, rank_loss_and_grad, soft_rank
+from fastkd.reference.softrank import rank_loss, rank_loss_and_grad, soft_rank
 from tests import oracle_ranking
 from tests.conftest import DEVICE
 from tests.helpers import DTYPES, TEST_PARAM, TRITON_ONLY_BACKENDS
@@ -173,7 +173,7 @@ def test_mixed_dtypes_non_contiguous_and_hard_labels(backend):
 
 
 def test_reference_top_k_breaks_ties_by_lower_column():
-    from fastkd.reference_ranking import top_k_columns
+    from fastkd.reference.ranking import top_k_columns
 
     gen = torch.Generator().manual_seed(6)
     x = torch.randint(0, 3, (20, 40), generator=gen).float()

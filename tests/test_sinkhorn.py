@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastkd.sinkhorn_options import SinkhornOptions
+from fastkd.boundary.sinkhorn import SinkhornOptions
 from tests.conftest import DEVICE
 from tests.helpers import DTYPES
 from tests.sinkhorn_helpers import ALL_IMPLS, IMPLS, assert_matches_oracle, run_impl, run_oracle

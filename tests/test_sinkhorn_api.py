@@ -7,9 +7,9 @@ import torch
 
 import fastkd.losses as L
 from bench.memory import measure
+from fastkd.boundary.sinkhorn import SinkhornOptions
 from fastkd.functional.sinkhorn import fused_sinkhorn
 from fastkd.ops.sinkhorn import sinkhorn_cost, sinkhorn_cost_grad
-from fastkd.sinkhorn_options import SinkhornOptions
 from tests.conftest import DEVICE, assert_compiled_without_spills
 from tests.helpers import HAS_TRITON, compiled_and_eager, max_err
 from tests.oracle_sinkhorn import oracle_sinkd_objective, oracle_sinkhorn

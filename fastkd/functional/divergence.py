@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 
-from fastkd import reference
 from fastkd.backends import resolve
+from fastkd.boundary.inputs import prepare, unit_stride
+from fastkd.boundary.options import FAMILY_PARAMETER, DivergenceOptions
 from fastkd.functions.divergence import DivergenceFunction
-from fastkd.inputs import prepare, unit_stride
-from fastkd.options import FAMILY_PARAMETER, DivergenceOptions
+from fastkd.reference import divergence as reference
 
 
 def _family_param(divergence: str, params: dict[str, float | None]) -> float | None:

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import torch
 
-from fastkd import reference
 from fastkd.backends import resolve
+from fastkd.boundary.inputs import FlatInputs, prepare, reduce_rows, unit_stride
+from fastkd.boundary.options import DivergenceOptions
 from fastkd.functional.divergence import divergence_options
 from fastkd.functions.ranking import RankingFunction, RLKDFunction
-from fastkd.inputs import FlatInputs, prepare, reduce_rows, unit_stride
 from fastkd.ops.ranking import MAX_FUSED_K
-from fastkd.options import DivergenceOptions
-from fastkd.reference_ranking import ranking_rows
+from fastkd.reference import divergence as reference
+from fastkd.reference.ranking import ranking_rows
 
 
 def check_k(k: object, vocab: int) -> int:

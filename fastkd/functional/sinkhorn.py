@@ -13,13 +13,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fastkd import reference_sinkhorn
 from fastkd.backends import resolve
+from fastkd.boundary.inputs import prepare, unit_stride
+from fastkd.boundary.options import DivergenceOptions, _check_unit
+from fastkd.boundary.sinkhorn import SinkhornOptions
 from fastkd.functional.divergence import soft_cross_entropy
 from fastkd.functions.sinkhorn import SinkhornFunction
-from fastkd.inputs import prepare, unit_stride
-from fastkd.options import DivergenceOptions, _check_unit
-from fastkd.sinkhorn_options import SinkhornOptions
+from fastkd.reference import sinkhorn as reference_sinkhorn
 
 
 def sinkhorn_loss(

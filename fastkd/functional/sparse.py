@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from fastkd import reference_sparse
 from fastkd.backends import resolve
+from fastkd.boundary.inputs import _check_logits
+from fastkd.boundary.options import _check_real
+from fastkd.boundary.sparse import SparseOptions, prepare_sparse
 from fastkd.functions.sparse import sparse_kl_fused
-from fastkd.inputs import _check_logits
-from fastkd.options import _check_real
-from fastkd.sparse_inputs import SparseOptions, prepare_sparse
+from fastkd.reference import sparse as reference_sparse
 
 # Rows of teacher logits turned into fp32 at once by teacher_topk (bounds its temporary memory).
 TOPK_CHUNK_ELEMENTS = 1 << 26

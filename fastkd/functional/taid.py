@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from fastkd import reference_taid
 from fastkd.backends import resolve
+from fastkd.boundary.inputs import FlatInputs, prepare, unit_stride
+from fastkd.boundary.options import DivergenceOptions, _check_unit
 from fastkd.functions.taid import TAIDFunction
-from fastkd.inputs import FlatInputs, prepare, unit_stride
-from fastkd.options import DivergenceOptions, _check_unit
+from fastkd.reference import taid as reference_taid
 
 
 def interpolation_weight(t: object, like: torch.Tensor) -> torch.Tensor:

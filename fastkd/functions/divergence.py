@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from fastkd.inputs import reduce_rows
+from fastkd.boundary.inputs import reduce_rows
+from fastkd.boundary.options import DivergenceOptions
 from fastkd.ops.divergence import divergence_fwd
 from fastkd.ops.divergence_cpu import divergence_cpu
 from fastkd.ops.rescale import rescale_
-from fastkd.options import DivergenceOptions
 
 
 def save_fused_gradient(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor, reduction: str) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from fastkd.boundary.inputs import reduce_rows
+from fastkd.boundary.options import DivergenceOptions
 from fastkd.functions.divergence import divergence_rows, rescaled_gradient, save_fused_gradient
-from fastkd.inputs import reduce_rows
 from fastkd.ops.ranking import topk_union
-from fastkd.options import DivergenceOptions
-from fastkd.softrank import rank_loss_and_grad
+from fastkd.reference.softrank import rank_loss_and_grad
 
 
 def sparse_ranking(

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import torch
 
+from fastkd.boundary.sinkhorn import SinkhornOptions
 from fastkd.ops.sinkhorn import sinkhorn_cost, sinkhorn_cost_grad
 from fastkd.ops.sinkhorn_plan import Scalings, plan_backward, plan_forward
-from fastkd.sinkhorn_options import SinkhornOptions
 
 
 class SinkhornFunction(torch.autograd.Function):

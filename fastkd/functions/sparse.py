@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from fastkd.boundary.inputs import reduce_rows, unit_stride
+from fastkd.boundary.sparse import SparseInputs, SparseOptions
 from fastkd.functions.divergence import rescaled_gradient, save_fused_gradient
-from fastkd.inputs import reduce_rows, unit_stride
 from fastkd.ops.sparse import sparse_kl_fwd
-from fastkd.sparse_inputs import SparseInputs, SparseOptions
 
 
 class SparseKLFunction(torch.autograd.Function):

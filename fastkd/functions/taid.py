@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from fastkd.boundary.inputs import reduce_rows
+from fastkd.boundary.options import DivergenceOptions
 from fastkd.functions.divergence import rescaled_gradient, save_fused_gradient
-from fastkd.inputs import reduce_rows
 from fastkd.ops.taid import taid_fwd
-from fastkd.options import DivergenceOptions
 
 
 class TAIDFunction(torch.autograd.Function):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastkd.boundary.options import FAMILY_PARAMETER, DivergenceOptions
 from fastkd.functional.divergence import kd_loss
 from fastkd.losses._base import LogitsPairLoss
-from fastkd.options import FAMILY_PARAMETER, DivergenceOptions
 
 
 class KDLoss(LogitsPairLoss):

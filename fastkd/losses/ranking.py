@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastkd.boundary.options import DivergenceOptions
 from fastkd.functional.divergence import divergence_options
 from fastkd.functional.ranking import ranking_loss, rlkd
 from fastkd.losses._base import LogitsPairLoss
-from fastkd.options import DivergenceOptions
 
 
 def _check_k(k: object) -> None:

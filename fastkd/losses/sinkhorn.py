@@ -6,10 +6,10 @@ from typing import Any
 
 import torch
 
+from fastkd.boundary.options import DivergenceOptions, _check_unit
+from fastkd.boundary.sinkhorn import SinkhornOptions
 from fastkd.functional.sinkhorn import sinkd_objective, sinkhorn_loss
 from fastkd.losses._base import FixedOptionsLoss
-from fastkd.options import DivergenceOptions, _check_unit
-from fastkd.sinkhorn_options import SinkhornOptions
 
 _SINKHORN_KEYS = ("tau", "epsilon", "n_iters", "scale", "log_domain")
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 
+from fastkd.boundary.sparse import SparseOptions
 from fastkd.functional.sparse import sparse_kl
 from fastkd.losses._base import FixedOptionsLoss
-from fastkd.sparse_inputs import SparseOptions
 
 
 class SparseKLLoss(FixedOptionsLoss):

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastkd.boundary.options import DivergenceOptions, _check_real, _check_unit
 from fastkd.functional.taid import taid
 from fastkd.losses._base import FixedOptionsLoss
-from fastkd.options import DivergenceOptions, _check_real, _check_unit
 
 _LOSS_OPTIONS = ("temperature", "reduction", "ignore_index", "backend", "inplace_grad")
 

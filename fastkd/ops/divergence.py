@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import torch
 
-from fastkd.options import DIVERGENCES
+from fastkd.boundary.options import DIVERGENCES
 
 
 class LaunchConfig(NamedTuple):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from fastkd.boundary.options import DIVERGENCES
 from fastkd.ops.divergence import mixture_log_weights, row_losses
-from fastkd.options import DIVERGENCES
 
 
 @torch.library.custom_op("fastkd::divergence_cpu", mutates_args=("grad",), device_types="cpu")

@@ -6,9 +6,9 @@ from typing import NamedTuple
 
 import torch
 
+from fastkd.boundary.sparse import has_rest_bucket
 from fastkd.ops.divergence import launch_policy as divergence_launch_policy
 from fastkd.ops.divergence import row_losses
-from fastkd.sparse_inputs import has_rest_bucket
 
 
 class SparseLaunchConfig(NamedTuple):

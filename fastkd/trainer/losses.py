@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from fastkd import losses as L
-from fastkd.options import DIVERGENCES, FAMILY_PARAMETER
+from fastkd.boundary.options import DIVERGENCES, FAMILY_PARAMETER
 
 
 @dataclass(frozen=True)

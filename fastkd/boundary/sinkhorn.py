@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from fastkd.options import _check_real
+from fastkd.boundary.options import _check_real
 
 # W_ij = ‖P_s[i] − P_t[j]‖₁ of two probability vectors never exceeds 2: the a-priori bound behind the
 # automatic log-domain rule (no host synchronisation to look at W itself).

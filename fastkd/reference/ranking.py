@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fastkd.softrank import rank_loss
+from fastkd.reference.softrank import rank_loss
 
 
 def top_k_columns(x: torch.Tensor, k: int) -> torch.Tensor:

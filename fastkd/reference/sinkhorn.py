@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from fastkd.sinkhorn_options import SinkhornOptions
+from fastkd.boundary.sinkhorn import SinkhornOptions
 
 
 def sinkhorn_distance(

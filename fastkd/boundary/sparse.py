@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from fastkd.inputs import _check_logits, _divisor, valid_tokens
-from fastkd.options import REDUCTIONS, _check_real
+from fastkd.boundary.inputs import _check_logits, _divisor, valid_tokens
+from fastkd.boundary.options import REDUCTIONS, _check_real
 
 # A stored log-probability may exceed 0 by this much (rounding of a third-party cache) before it is an error.
 LOGPROB_TOLERANCE = 1e-4

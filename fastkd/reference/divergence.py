@@ -12,8 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from fastkd.inputs import FlatInputs, reduce_rows
-from fastkd.options import DivergenceOptions
+from fastkd.boundary.inputs import FlatInputs, reduce_rows
+from fastkd.boundary.options import DivergenceOptions
 
 NEG_INF = float("-inf")
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fastkd.options import DivergenceOptions
+from fastkd.boundary.options import DivergenceOptions
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 

@@ -2,8 +2,7 @@
 
 With b = z/T (student) and a = u/T (teacher), the target is p_t = softmax((1 − t)·stopgrad(b) + t·a)
 and the per-token loss is the cross-entropy ℓ = −Σ p_t log q, q = softmax(b) (``shared/spec/losses.md``,
-"TAID"). Autograd supplies the gradient (q − p_t)/T. Kept apart from ``reference.py`` so that each loss
-family's reference is one obvious file.
+"TAID"). Autograd supplies the gradient (q − p_t)/T.
 """
 
 from __future__ import annotations
@@ -11,8 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fastkd.inputs import FlatInputs, reduce_rows
-from fastkd.options import DivergenceOptions
+from fastkd.boundary.inputs import FlatInputs, reduce_rows
+from fastkd.boundary.options import DivergenceOptions
 
 
 def _drop_zero_weight(x: torch.Tensor) -> torch.Tensor:

@@ -12,9 +12,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from fastkd.inputs import reduce_rows
-from fastkd.reference import _kl_terms
-from fastkd.sparse_inputs import SparseInputs, SparseOptions, has_rest_bucket
+from fastkd.boundary.inputs import reduce_rows
+from fastkd.boundary.sparse import SparseInputs, SparseOptions, has_rest_bucket
+from fastkd.reference.divergence import _kl_terms
 
 NEG_INF = float("-inf")
 

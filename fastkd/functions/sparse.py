@@ -6,7 +6,7 @@ import torch
 
 from fastkd.boundary.inputs import reduce_rows, unit_stride
 from fastkd.boundary.sparse import SparseInputs, SparseOptions
-from fastkd.functions.divergence import rescaled_gradient, save_fused_gradient
+from fastkd.functions.divergence import kernel_scale, rescaled_gradient, save_fused_gradient
 from fastkd.ops.sparse import sparse_kl_fwd
 
 
@@ -31,18 +31,19 @@ class SparseKLFunction(torch.autograd.Function):
         leading_shape: torch.Size,
     ) -> torch.Tensor:
         grad = torch.empty_like(student)
+        scale, deferred = kernel_scale(student, divisor)
         loss_rows = sparse_kl_fwd(
             student,
             indices,
             logprobs,
             rest,
             valid,
-            divisor.reciprocal(),
+            scale,
             grad,
             options.renormalize,
             options.temperature,
         )
-        save_fused_gradient(ctx, grad, options.reduction)
+        save_fused_gradient(ctx, grad, options.reduction, deferred)
         return reduce_rows(loss_rows, leading_shape, divisor, options.reduction)
 
     @staticmethod

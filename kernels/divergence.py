@@ -203,22 +203,9 @@ def _terms(la, lb, param, lw1, lw2, DIV: tl.constexpr):
 
 @triton.jit
 def _row_reduction(
-    s_row,
-    t_row,
-    V,
-    inv_t,
-    lse_a,
-    lse_b,
-    param,
-    lw1,
-    lw2,
-    head_key,
-    head_mass,
-    tie_p,
-    top1,
-    DIV: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
+    s_row, t_row, V, inv_t, lse_a, lse_b, param, lw1, lw2, head_key, head_mass, tie_p, top1,
+    DIV: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
     """Pass B: c = Σ q·h; for AKL the head and tail gaps Σ|p − q| and reverse KL instead."""
     zero = tl.zeros((), tl.float32)
     c, g_head, g_tail, rkl = zero, zero, zero, zero
@@ -247,30 +234,10 @@ def _row_reduction(
 
 @triton.jit
 def _grad_pass(
-    s_row,
-    t_row,
-    g_row,
-    V,
-    inv_t,
-    lse_a,
-    lse_b,
-    lse_z,
-    param,
-    lw1,
-    lw2,
-    c,
-    w_head,
-    w_tail,
-    rkl,
-    scale,
-    label,
-    hard_w,
-    zero_grad,
-    DIV: tl.constexpr,
-    HARD: tl.constexpr,
-    WRITE_GRAD: tl.constexpr,
+    s_row, t_row, g_row, V, inv_t, lse_a, lse_b, lse_z, param, lw1, lw2, c, w_head, w_tail, rkl, scale,
+    label, hard_w, zero_grad, DIV: tl.constexpr, HARD: tl.constexpr, WRITE_GRAD: tl.constexpr,
     BLOCK: tl.constexpr,
-):
+):  # fmt: skip
     """Pass C: Σ of the loss terms and, if WRITE_GRAD, scale·∂ℓ/∂z (0 where ``zero_grad``)."""
     soft = tl.zeros((), tl.float32)
     for start in range(0, V, BLOCK):
@@ -351,22 +318,9 @@ def divergence_kernel(
                         t_row, V, inv_t, lse_a, best, param, SEARCH_BLOCK
                     )
                 c, g_head, g_tail, rkl = _row_reduction(
-                    s_row,
-                    t_row,
-                    V,
-                    inv_t,
-                    lse_a,
-                    lse_b,
-                    param,
-                    lw1,
-                    lw2,
-                    head_key,
-                    head_mass,
-                    tie_p,
-                    top1,
-                    DIV,
-                    BLOCK,
-                )
+                    s_row, t_row, V, inv_t, lse_a, lse_b, param, lw1, lw2, head_key, head_mass, tie_p,
+                    top1, DIV, BLOCK,
+                )  # fmt: skip
                 w_head = g_head / tl.maximum(g_head + g_tail, 1e-8)
                 w_tail = g_tail / tl.maximum(g_head + g_tail, 1e-8)
             infinite = c == POS_INF
@@ -376,30 +330,9 @@ def divergence_kernel(
                 soft = one_pass
             else:
                 soft = _grad_pass(
-                    s_row,
-                    t_row,
-                    g_row,
-                    V,
-                    inv_t,
-                    lse_a,
-                    lse_b,
-                    lse_z,
-                    param,
-                    lw1,
-                    lw2,
-                    c,
-                    w_head,
-                    w_tail,
-                    rkl,
-                    tl.load(scale_ptr),
-                    label,
-                    hard_w,
-                    infinite,
-                    DIV,
-                    HARD,
-                    WRITE_GRAD,
-                    BLOCK,
-                )
+                    s_row, t_row, g_row, V, inv_t, lse_a, lse_b, lse_z, param, lw1, lw2, c, w_head, w_tail,
+                    rkl, tl.load(scale_ptr), label, hard_w, infinite, DIV, HARD, WRITE_GRAD, BLOCK,
+                )  # fmt: skip
             loss = soft
             if HARD:
                 z_label = tl.load(s_row + label).to(tl.float32)

@@ -93,7 +93,19 @@ def _slot_lses(s_row, idx_row, lp_row, k, inv_t, K_BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _slot_pass(s_row, idx_row, lp_row, g_row, k, inv_t, lse_t, lse_all, coef, K_BLOCK: tl.constexpr):
+def _slot_pass(
+    s_row,
+    idx_row,
+    lp_row,
+    g_row,
+    k,
+    inv_t,
+    lse_t,
+    lse_all,
+    coef,
+    WRITE_GRAD: tl.constexpr,
+    K_BLOCK: tl.constexpr,
+):
     """Σ p̃_k (log p̃_k − log q_k) over the slots; stores coef·(q_k − p̃_k) at the support indices."""
     loss = tl.zeros((), tl.float32)
     for start in range(0, k, K_BLOCK):
@@ -102,7 +114,8 @@ def _slot_pass(s_row, idx_row, lp_row, g_row, k, inv_t, lse_t, lse_all, coef, K_
         lq = b - lse_all
         p = tl.where(a == NEG_INF, 0.0, tl.exp(lp))
         loss += tl.sum(tl.where(p > 0, p * (lp - lq), 0.0), 0)
-        tl.store(g_row + ids, ((tl.exp(lq) - p) * coef).to(g_row.dtype.element_ty), mask=inside)
+        if WRITE_GRAD:
+            tl.store(g_row + ids, ((tl.exp(lq) - p) * coef).to(g_row.dtype.element_ty), mask=inside)
     return loss
 
 
@@ -124,8 +137,10 @@ def sparse_kl_kernel(
     REST: tl.constexpr,
     BLOCK: tl.constexpr,
     K_BLOCK: tl.constexpr,
+    WRITE_GRAD: tl.constexpr = True,
 ):
-    """Per-token loss (fp32, unscaled) and the scaled gradient w.r.t. the student logits.
+    """Per-token loss (fp32, unscaled) and, if WRITE_GRAD, the scaled gradient w.r.t. the student
+    (without it, for evaluation, nothing but the loss is written and pass C is skipped).
 
     ``idx_ptr``/``lp_ptr``: int64 / fp32 [N, k], contiguous (indices ascending when REST);
     ``rest_ptr``: fp32 [N], the teacher's log rest mass at T = 1 (read only when REST).
@@ -158,14 +173,16 @@ def sparse_kl_kernel(
                 lse_all,
                 tl.load(scale_ptr),
                 REST,
+                WRITE_GRAD,
                 BLOCK,
                 K_BLOCK,
             )
         else:
             loss += NAN
             fill += NAN
-            _fill_row(g_row, V, fill, BLOCK)
-    else:
+            if WRITE_GRAD:
+                _fill_row(g_row, V, fill, BLOCK)
+    elif WRITE_GRAD:
         _fill_row(g_row, V, fill, BLOCK)
     tl.store(loss_ptr + row, loss)
 
@@ -185,6 +202,7 @@ def _sparse_row(
     lse_all,
     scale,
     REST: tl.constexpr,
+    WRITE_GRAD: tl.constexpr,
     BLOCK: tl.constexpr,
     K_BLOCK: tl.constexpr,
 ):
@@ -199,12 +217,14 @@ def _sparse_row(
     p_rest = tl.exp(lp_rest)
     if REST:
         loss = tl.where(p_rest > 0, p_rest * (lp_rest - lse_part + lse_all), 0.0)
-    for start in range(0, V, BLOCK):
-        cols = start + tl.arange(0, BLOCK)
-        b = tl.load(s_row + cols, mask=cols < V, other=NEG_INF).to(tl.float32) * inv_t
-        grad = tl.exp(b - lse_all)
-        if REST:
-            grad -= p_rest * tl.exp(tl.minimum(b - _safe(lse_part), 0.0))
-        tl.store(g_row + cols, (grad * coef).to(g_row.dtype.element_ty), mask=cols < V)
-    tl.debug_barrier()
-    return loss + _slot_pass(s_row, idx_row, lp_row, g_row, k, inv_t, lse_t, lse_all, coef, K_BLOCK)
+    if WRITE_GRAD:
+        for start in range(0, V, BLOCK):
+            cols = start + tl.arange(0, BLOCK)
+            b = tl.load(s_row + cols, mask=cols < V, other=NEG_INF).to(tl.float32) * inv_t
+            grad = tl.exp(b - lse_all)
+            if REST:
+                grad -= p_rest * tl.exp(tl.minimum(b - _safe(lse_part), 0.0))
+            tl.store(g_row + cols, (grad * coef).to(g_row.dtype.element_ty), mask=cols < V)
+        tl.debug_barrier()
+    slots = _slot_pass(s_row, idx_row, lp_row, g_row, k, inv_t, lse_t, lse_all, coef, WRITE_GRAD, K_BLOCK)
+    return loss + slots

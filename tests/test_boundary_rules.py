@@ -197,3 +197,22 @@ def test_sinkd_objective_edges():
     loss = L.sinkd_objective(student, u, torch.tensor([0, -100, 1, 2]), alpha=0.5, temperature=2.0)
     loss.backward()
     assert loss.isfinite() and student.grad.isfinite().all()
+
+
+@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
+@pytest.mark.parametrize("loss", ["taid", "sparse_kl"])
+def test_taid_and_sparse_evaluate_without_gradient_work(backend, loss):
+    z, u = (x.reshape(4, 33) for x in pair())
+    indices, logprobs = L.teacher_topk(u, 5)
+
+    def call(student: torch.Tensor, **options: object) -> torch.Tensor:
+        if loss == "taid":
+            return L.taid(student, u, 0.4, backend=backend, reduction="none", **options)
+        return L.sparse_kl(student, indices, logprobs, renormalize=False, backend=backend, reduction="none")
+
+    want = call(z.clone().requires_grad_()).detach()
+    with torch.no_grad():
+        student = z.clone().requires_grad_()
+        got = call(student, **({"inplace_grad": True} if loss == "taid" else {}))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert torch.equal(student, z) and not got.requires_grad

@@ -203,15 +203,19 @@ CHECK_FINITE_VARIABLE = "FASTKD_CHECK_FINITE"
 
 
 def check_finite_inputs(
-    option: bool | None, leading: torch.Size, valid: torch.Tensor, temperature: float, **inputs: torch.Tensor
+    option: bool | None, flat: FlatInputs, temperature: float, teacher: bool = True
 ) -> None:
     """The opt-in check (``check_finite=True``, or ``FASTKD_CHECK_FINITE=1`` when the option is None):
-    a ValueError naming the first valid token (its index in the leading shape) whose row of an input
-    [N, V] holds NaN or +inf, or overflows fp32 at ``temperature``, or is −inf everywhere, with the
-    input and the value. Without the check such a token's loss is NaN. Reads every input once and
-    synchronises with the device."""
+    a ValueError naming the first valid token (its index in the leading shape) whose row of the
+    student (and, if ``teacher``, the teacher) [N, V] in ``flat`` holds NaN or +inf, or overflows fp32
+    at ``temperature``, or is −inf everywhere, with the input and the value. Without the check such a
+    token's loss is NaN. Reads the inputs once more and synchronises with the device."""
     if not (os.environ.get(CHECK_FINITE_VARIABLE, "0") == "1" if option is None else option):
         return
+    inputs = {"student_logits": flat.student}
+    if teacher:
+        inputs["teacher_logits"] = flat.teacher
+    leading, valid = flat.leading_shape, flat.valid
     for name, x in inputs.items():
         tempered = x.detach().to(torch.float32) / temperature
         bad = tempered.isnan() | (tempered == float("inf"))

@@ -104,14 +104,7 @@ def kd_loss(
         hard_label_weight=hard_label_weight,
     )
     flat = prepare(student_logits, teacher_logits, options, labels, mask, num_items_in_batch)
-    check_finite_inputs(
-        check_finite,
-        flat.leading_shape,
-        flat.valid,
-        temperature,
-        student_logits=flat.student,
-        teacher_logits=flat.teacher,
-    )
+    check_finite_inputs(check_finite, flat, temperature)
     name = resolve(backend, flat.student)
     if name == "torch":
         return reference.divergence_loss(flat, options)

@@ -66,14 +66,7 @@ def ranking_loss(
     """
     options = DivergenceOptions(reduction=reduction, ignore_index=ignore_index)
     flat = prepare(student_logits, teacher_logits, options, labels, mask, num_items_in_batch)
-    check_finite_inputs(
-        check_finite,
-        flat.leading_shape,
-        flat.valid,
-        1.0,
-        student_logits=flat.student,
-        teacher_logits=flat.teacher,
-    )
+    check_finite_inputs(check_finite, flat, 1.0)
     k = check_k(k, flat.student.shape[-1])
     if not _fused(backend, flat, k):
         rows = ranking_rows(flat.student, flat.teacher, flat.valid, k)
@@ -124,14 +117,7 @@ def rlkd(
         hard_label_weight=hard_label_weight,
     )
     flat = prepare(student_logits, teacher_logits, options, labels, mask, num_items_in_batch)
-    check_finite_inputs(
-        check_finite,
-        flat.leading_shape,
-        flat.valid,
-        temperature,
-        student_logits=flat.student,
-        teacher_logits=flat.teacher,
-    )
+    check_finite_inputs(check_finite, flat, temperature)
     k = check_k(k, flat.student.shape[-1])
     if not _fused(backend, flat, k):
         rows = ranking_rows(flat.student, flat.teacher, flat.valid, k)

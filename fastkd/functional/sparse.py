@@ -90,9 +90,7 @@ def sparse_kl(
     flat = prepare_sparse(
         student_logits, teacher_topk_indices, teacher_topk_logprobs, options, labels, mask, num_items_in_batch
     )
-    check_finite_inputs(
-        check_finite, flat.leading_shape, flat.valid, temperature, student_logits=flat.student
-    )
+    check_finite_inputs(check_finite, flat, temperature, teacher=False)
     if resolve(backend, flat.student, fused=("triton",)) == "torch":
         return reference_sparse.sparse_kl_loss(flat, options)
     return sparse_kl_fused(flat, options)

@@ -97,14 +97,7 @@ def taid(
         "soft_cross_entropy", temperature=temperature, reduction=reduction, ignore_index=ignore_index
     )
     flat = prepare(student_logits, teacher_logits, options, labels, mask, num_items_in_batch)
-    check_finite_inputs(
-        check_finite,
-        flat.leading_shape,
-        flat.valid,
-        temperature,
-        student_logits=flat.student,
-        teacher_logits=flat.teacher,
-    )
+    check_finite_inputs(check_finite, flat, temperature)
     weight = interpolation_weight(t, flat.student)
     if resolve(backend, flat.student, fused=("triton",)) == "torch":
         return reference_taid.taid_loss(flat, weight, options)

@@ -7,7 +7,7 @@ them in a process pool and prints one JSON record per (job, architecture) with p
 and spill bytes, or the compile error.
 
 Successful records are cached (``FASTKD_AOT_CACHE``, default ~/.cache/fastkd/aot) under a key of the
-Triton version, every source file of ``kernels/`` and the job itself, so a warm run compiles only what
+Triton version, the kernel's source files and the job itself, so a warm run compiles only what
 changed; a failed compile is never cached.
 """
 
@@ -70,25 +70,34 @@ def ptxas_usage(ptx: str) -> tuple[int, int]:
     return registers, spills
 
 
-def _sources_digest() -> str:
+def kernel_sources(module: str) -> str:
+    """Digest of the Triton version, ptxas, and the source of kernel module ``module`` (a file of
+    ``kernels/``) with the kernel modules it imports (``from .name import``), recursively."""
     digest = hashlib.sha256(f"{triton.__version__} {PTXAS}".encode())
-    for name in sorted(os.listdir(KERNELS_DIR)):
-        if name.endswith(".py"):
-            with open(os.path.join(KERNELS_DIR, name), "rb") as f:
-                digest.update(name.encode() + f.read())
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        with open(os.path.join(KERNELS_DIR, f"{name}.py")) as f:
+            text = f.read()
+        digest.update(name.encode() + text.encode())
+        todo += re.findall(r"^from \.(\w+) import", text, re.M)
     return digest.hexdigest()
 
 
-def cache_path(job: AotJob, arch: int, sources: str) -> str:
-    """Where the record of ``job`` on ``arch`` is cached: keyed by the sources and the job itself."""
+def cache_path(job: AotJob, arch: int) -> str:
+    """Where the record of ``job`` on ``arch`` is cached: keyed by its kernel's sources and the job."""
+    sources = kernel_sources(job.kernel.fn.__module__.rsplit(".", 1)[-1])
     fields = [job.kernel.__name__, job.label, job.signature, job.constexprs, job.num_warps, arch, sources]
     key = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
     return os.path.join(CACHE_DIR, f"{key}.json")
 
 
-def compile_job(family: str, index: int, arch: int, sources: str) -> dict[str, Any]:
+def compile_job(family: str, index: int, arch: int) -> dict[str, Any]:
     job = family_jobs(family)[index]
-    path = cache_path(job, arch, sources)
+    path = cache_path(job, arch)
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)
@@ -117,9 +126,8 @@ def _compile(family: str, job: AotJob, arch: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    sources = _sources_digest()
     tasks = [
-        (family, index, arch, sources)
+        (family, index, arch)
         for family in sys.argv[1:] or FAMILIES
         for index in range(len(family_jobs(family)))
         for arch in ARCHS

@@ -28,7 +28,7 @@ def check_same_vocabulary(teacher: dict[str, int], student: dict[str, int], what
         return
     differ = sorted(
         (t for t in teacher.keys() | student.keys() if teacher.get(t) != student.get(t)),
-        key=lambda t: min(teacher.get(t, 1 << 62), student.get(t, 1 << 62)),
+        key=lambda t: (min(teacher.get(t, 1 << 62), student.get(t, 1 << 62)), t),
     )
     examples = ", ".join(f"{t!r}: {teacher.get(t)} vs {student.get(t)}" for t in differ[:3])
     raise ValueError(

@@ -20,6 +20,7 @@ from fastkd.trainer.glue.data import GlueTask, get_task, load_glue, tokenize
 from fastkd.trainer.glue.metrics import MAIN_METRIC, glue_metrics
 from fastkd.trainer.glue.presets import PRESETS, TEACHER_PRESET, Preset
 from fastkd.trainer.interrupt import interruptible_train, remove_checkpoints, resume_point
+from fastkd.trainer.losses import loss_entry
 from fastkd.trainer.models import shrink_layers
 from fastkd.trainer.preflight import first_line
 from fastkd.trainer.summary import count_tokens, write_summary
@@ -43,6 +44,10 @@ class GlueJob:
     resume: str = "auto"  # "auto" (latest checkpoint in output), "never" or a checkpoint folder
     quiet: bool = False  # no progress bars and no per-step log lines (the demo)
     extra_args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Resolves ``resume`` to the checkpoint to continue from (None: start afresh), before any work."""
+        self.checkpoint = resume_point(self.output, self.resume)
 
 
 def _training_kwargs(job: GlueJob, task: GlueTask, preset: Preset) -> dict[str, Any]:
@@ -89,10 +94,11 @@ _NOT_METRICS = ("loss", "runtime", "samples_per_second", "steps_per_second", "ep
 def _run(
     job: GlueJob, trainer: Trainer, evals: dict[str, Any], train: Any, role: str, model: str, loss: str
 ) -> dict[str, Any]:
+    """Train (from ``job.checkpoint`` when resuming), evaluate on every dev split: the summary row."""
     if job.quiet:
         trainer.remove_callback(PrinterCallback)
     start = time.perf_counter()
-    result = interruptible_train(trainer, resume_point(job.output, job.resume))
+    result = interruptible_train(trainer, job.checkpoint)
     wall = time.perf_counter() - start
     metrics = {}
     for split, ds in evals.items():
@@ -178,8 +184,6 @@ def _classifier(name_or_path: str, task: GlueTask) -> Any:
 
 
 def _student(spec: DistillSpec, task: GlueTask, teacher: Any) -> Any:
-    if (spec.student is None) == (spec.student_layers is None):
-        raise ValueError("give exactly one of --student PATH and --student-layers K")
     if spec.student is not None:
         return _classifier(spec.student, task)
     base = teacher if spec.student_from is None else _classifier(spec.student_from, task)
@@ -189,6 +193,10 @@ def _student(spec: DistillSpec, task: GlueTask, teacher: Any) -> Any:
 def distill(job: GlueJob, spec: DistillSpec) -> dict[str, Any]:
     """Distill the fine-tuned ``spec.teacher`` into a student on the task; saves the best-dev student."""
     task = get_task(job.task)
+    if (spec.student is None) == (spec.student_layers is None):
+        raise ValueError("give exactly one of --student PATH and --student-layers K")
+    loss = spec.loss or ("mse" if task.is_regression else "forward_kl")
+    loss_entry(loss)
     set_seed(job.seed)
     teacher = load_teacher(spec.teacher, "classification")
     if teacher.config.num_labels != task.num_labels:
@@ -202,7 +210,6 @@ def distill(job: GlueJob, spec: DistillSpec) -> dict[str, Any]:
     check_compatible(student, teacher, "classification")
     train, evals = _data(job, task, tokenizer)
     preset = PRESETS[task.name].override(**job.overrides)
-    loss = spec.loss or ("mse" if task.is_regression else "forward_kl")
     args = DistillationArguments(
         **_training_kwargs(job, task, preset),
         loss_name=loss,

@@ -76,8 +76,6 @@ def _student_model(path: str) -> Any:
 
 def _models(job: LMJob) -> tuple[Any, Any]:
     """(student, teacher or None)."""
-    if job.teacher_cache is None and job.teacher is None:
-        raise ValueError("give --teacher PATH (live teacher) or --teacher-cache DIR")
     if (job.student is None) == (job.student_layers is None):
         raise ValueError("give exactly one of --student PATH and --student-layers K")
     teacher = load_teacher(job.teacher, "causal_lm") if job.teacher_cache is None else None
@@ -105,28 +103,9 @@ def _tokenizer(job: LMJob, meta: dict[str, Any] | None) -> Any:
     return load_tokenizer(cache_tokenizer_path(job.teacher_cache), "teacher cache")
 
 
-def _examples(job: LMJob, student: Any) -> tuple[list[dict[str, Any]], str, Any]:
-    """(examples, loss name, tokenizer)."""
-    if job.teacher_cache is not None:
-        meta, examples = load_cache(job.teacher_cache, job.max_samples)
-        if int(meta["vocab_size"]) != int(student.config.vocab_size):
-            raise ValueError(
-                f"teacher cache vocabulary ({meta['vocab_size']}) differs from the student's "
-                f"({student.config.vocab_size})"
-            )
-        return examples, job.loss or "sparse_kl", _tokenizer(job, meta)
-    if job.data is None:
-        raise ValueError("give --data FILE (jsonl with prompt/response or text)")
-    tokenizer = _tokenizer(job, None)
-    examples = encode_all(read_jsonl(job.data, job.max_samples), tokenizer, job.max_length)
-    return examples, job.loss or "forward_kl", tokenizer
-
-
-def distill_lm(job: LMJob) -> dict[str, Any]:
-    """Train the student; saves it to ``job.output`` with a summary; returns the summary row."""
-    set_seed(job.seed)
-    student, teacher = _models(job)
-    examples, loss, tokenizer = _examples(job, student)
+def _loss(job: LMJob) -> str:
+    """The loss name, checked against the teacher signal there is (logits live, top-k from a cache)."""
+    loss = job.loss or ("sparse_kl" if job.teacher_cache is not None else "forward_kl")
     wants = loss_entry(loss).teacher
     if job.teacher_cache is not None and wants != "topk":
         raise ValueError(
@@ -136,6 +115,42 @@ def distill_lm(job: LMJob) -> dict[str, Any]:
         raise ValueError(
             f"loss {loss!r} reads a teacher cache: run `fastkd lm cache-teacher` and pass --teacher-cache"
         )
+    return loss
+
+
+def _read(job: LMJob) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """(cache metadata or None, the cached examples or the data's records): read and checked before
+    any model is loaded."""
+    if job.teacher_cache is None and job.teacher is None:
+        raise ValueError("give --teacher PATH (live teacher) or --teacher-cache DIR")
+    if job.teacher_cache is not None:
+        return load_cache(job.teacher_cache, job.max_samples)
+    if job.data is None:
+        raise ValueError("give --data FILE (jsonl with prompt/response or text)")
+    return None, read_jsonl(job.data, job.max_samples)
+
+
+def _examples(job: LMJob, student: Any, meta: dict[str, Any] | None, data: list) -> tuple[list, Any]:
+    """(examples, tokenizer)."""
+    if meta is not None:
+        if int(meta["vocab_size"]) != int(student.config.vocab_size):
+            raise ValueError(
+                f"teacher cache vocabulary ({meta['vocab_size']}) differs from the student's "
+                f"({student.config.vocab_size})"
+            )
+        return data, _tokenizer(job, meta)
+    tokenizer = _tokenizer(job, None)
+    return encode_all(data, tokenizer, job.max_length), tokenizer
+
+
+def distill_lm(job: LMJob) -> dict[str, Any]:
+    """Train the student; saves it to ``job.output`` with a summary; returns the summary row."""
+    loss = _loss(job)
+    checkpoint = resume_point(job.output, job.resume)
+    meta, data = _read(job)
+    set_seed(job.seed)
+    student, teacher = _models(job)
+    examples, tokenizer = _examples(job, student, meta, data)
     args = DistillationArguments(
         output_dir=job.output,
         learning_rate=job.learning_rate,
@@ -170,7 +185,7 @@ def distill_lm(job: LMJob) -> dict[str, Any]:
         data_collator=LMCollator(pad),
     )
     start = time.perf_counter()
-    result = interruptible_train(trainer, resume_point(job.output, job.resume))
+    result = interruptible_train(trainer, checkpoint)
     wall = time.perf_counter() - start
     trainer.save_model(job.output)
     tokenizer.save_pretrained(job.output)

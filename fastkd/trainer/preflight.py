@@ -7,6 +7,7 @@ an offline hub name fails at once instead of after a model load, a 30 s hub retr
 from __future__ import annotations
 
 import os
+import threading
 
 OFFLINE_VALUES = ("1", "true", "yes", "on")
 
@@ -35,11 +36,49 @@ def check_model_source(name: str, flag: str, what: str = "model") -> None:
         raise ValueError(f"{prefix}{what} {name!r} is a file; expected a model folder")
     if looks_local(name):
         raise ValueError(f"{prefix}{what} not found: {name!r} (no such folder)")
-    if offline() and not _in_hub_cache(name):
+    if _in_hub_cache(name):
+        return
+    if offline():
         raise ValueError(
             f"{prefix}{what} not found: {name!r} is not a local folder nor in the HuggingFace cache, "
             "and HF_HUB_OFFLINE is set (download it first or pass a local folder)"
         )
+    problem = _probe_hub(name)
+    if problem is not None:
+        raise ValueError(f"{prefix}{what} {name!r}: {problem}")
+
+
+def _probe_hub(repo_id: str, timeout: float = 10.0) -> str | None:
+    """None when the hub has ``repo_id``; otherwise why not, in a few words. One request with a hard
+    deadline, instead of transformers' retries (a minute without network)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    outcome: list[BaseException | None] = []
+
+    def probe() -> None:
+        try:
+            HfApi().model_info(repo_id, timeout=timeout)
+            outcome.append(None)
+        except Exception as err:  # any failure is reported below, in one line
+            outcome.append(err)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 1)
+    if not outcome:
+        return f"no answer from the HuggingFace hub within {timeout:.0f} s (offline? pass a local folder)"
+    err = outcome[0]
+    if err is None:
+        return None
+    if isinstance(err, RepositoryNotFoundError):
+        return "not found (not a local folder, not on the HuggingFace hub)"
+    if isinstance(err, HfHubHTTPError):
+        return f"the HuggingFace hub refused it ({first_line(err)})"
+    return (
+        f"not a local folder and the HuggingFace hub is unreachable ({first_line(err)}); "
+        "pass a local folder, or download it and set HF_HUB_OFFLINE=1"
+    )
 
 
 def _in_hub_cache(repo_id: str) -> bool:

@@ -155,3 +155,40 @@ def test_subprocess_error_is_one_line(tmp_path) -> None:
     )
     assert result.returncode == 2 and result.stderr.startswith("fastkd: error: --teacher: teacher not found")
     assert result.stderr.count("\n") == 1
+
+
+def test_hub_names_are_probed_once_when_online(monkeypatch, tmp_path, capsys: pytest.CaptureFixture) -> None:
+    """Online, an uncached hub name costs one request (not transformers' minute of retries)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    calls = []
+
+    def missing(self, repo_id: str, **kw) -> None:
+        calls.append(repo_id)
+        error = RepositoryNotFoundError.__new__(RepositoryNotFoundError)
+        Exception.__init__(error, "404 Client Error: Repository Not Found")
+        raise error
+
+    def unreachable(self, repo_id: str, **kw) -> None:
+        calls.append(repo_id)
+        raise ConnectionError("[Errno -2] Name or service not known")
+
+    argv = [
+        "glue",
+        "finetune-teacher",
+        "--task",
+        "sst2",
+        "--output",
+        str(tmp_path),
+        "--model",
+        "org/no-such-model",
+    ]
+    monkeypatch.setattr(HfApi, "model_info", missing)
+    fails(
+        argv, "model 'org/no-such-model': not found (not a local folder, not on the HuggingFace hub)", capsys
+    )
+    monkeypatch.setattr(HfApi, "model_info", unreachable)
+    fails(argv, "the HuggingFace hub is unreachable ([Errno -2] Name or service not known)", capsys)
+    assert calls == ["org/no-such-model"] * 2

@@ -39,7 +39,10 @@ def missing_extra(extra: str | None) -> str | None:
 
 
 def _interrupted(err: KeyboardInterrupt) -> None:
-    checkpoint = getattr(err, "checkpoint", None)
+    if not hasattr(err, "checkpoint"):  # outside training: loading, caching, evaluating
+        print("\nfastkd: interrupted", file=sys.stderr)
+        return
+    checkpoint = err.checkpoint
     if checkpoint is None:
         print("\nfastkd: interrupted before a training step completed (no checkpoint saved)", file=sys.stderr)
         return

@@ -192,3 +192,14 @@ def test_hub_names_are_probed_once_when_online(monkeypatch, tmp_path, capsys: py
     monkeypatch.setattr(HfApi, "model_info", unreachable)
     fails(argv, "the HuggingFace hub is unreachable ([Errno -2] Name or service not known)", capsys)
     assert calls == ["org/no-such-model"] * 2
+
+
+def test_ctrl_c_outside_training_is_a_short_message(monkeypatch, capsys: pytest.CaptureFixture) -> None:
+    from fastkd.trainer.commands import info
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(info, "info", interrupted)
+    assert main(["info"]) == 130
+    assert capsys.readouterr().err == "\nfastkd: interrupted\n"

@@ -57,3 +57,16 @@ def test_configure_sets_defaults_before_torch_and_keeps_the_users() -> None:
         "ACTIVE",
         "true",
     ]
+
+
+def test_info_uses_backend_report_when_there_is_one(monkeypatch) -> None:
+    from fastkd import backends
+    from fastkd.trainer.commands.info import backends as rows
+
+    monkeypatch.delattr(backends, "backend_report", raising=False)
+    fallback = rows()
+    assert fallback["cpu"].startswith("usable" if backends.extension_available() else "not built")
+    monkeypatch.setattr(backends, "backend_report", lambda: {"cpu": "built, usable"}, raising=False)
+    assert rows() == {"cpu": "built, usable"}
+    monkeypatch.setattr(backends, "backend_report", lambda: 1 / 0, raising=False)
+    assert "ZeroDivisionError" in next(iter(rows().values()))

@@ -37,8 +37,14 @@ def backends() -> dict[str, str]:
     from fastkd import backends as b
 
     report = getattr(b, "backend_report", None)
-    if report is not None:
-        return {str(k): str(v) for k, v in dict(report()).items()}
+    if callable(report):
+        try:
+            value = report()
+        except Exception as err:  # a broken report must not hide the rest of `fastkd info`
+            return {"backend_report() failed": f"{type(err).__name__}: {err}"}
+        if isinstance(value, dict):
+            return {str(k): str(v) for k, v in value.items()}
+        return {"report": str(value)}
     cuda = torch.cuda.is_available()
     triton = "not installed"
     if b.triton_available():

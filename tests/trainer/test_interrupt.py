@@ -82,3 +82,16 @@ def test_interrupt_before_the_first_step_saves_nothing(tmp_path, sst2) -> None: 
     assert info.value.checkpoint is None and not any(
         p.startswith("checkpoint-") for p in os.listdir(tmp_path)
     )
+
+
+def test_resume_point(tmp_path, capsys) -> None:
+    for step in (2, 10):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert resume_point(str(tmp_path), "auto") == str(tmp_path / "checkpoint-10")
+    assert "resuming from" in capsys.readouterr().err
+    assert resume_point(str(tmp_path), str(tmp_path / "checkpoint-2")) == str(tmp_path / "checkpoint-2")
+    with pytest.raises(ValueError, match="not a checkpoint folder"):
+        resume_point(str(tmp_path), str(tmp_path))
+    assert resume_point(str(tmp_path), "never") is None and not list(tmp_path.iterdir())
+    assert resume_point(str(tmp_path / "absent"), "auto") is None

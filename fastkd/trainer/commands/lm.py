@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import Any
 
@@ -91,21 +92,8 @@ def distill(a: argparse.Namespace) -> None:
     if a.data is not None:
         preflight.check_file(a.data, "--data")
     preflight.check_backend(a.backend)
-    options = {k: getattr(a, k) for k in ("output", "student", "student_layers", "teacher", "teacher_cache")}
-    options |= {
-        k: getattr(a, k) for k in ("data", "loss", "loss_options", "temperature", "hard_label_weight")
-    }
-    options |= {
-        k: getattr(a, k) for k in ("learning_rate", "epochs", "batch_size", "max_steps", "max_length")
-    }
-    options |= {k: getattr(a, k) for k in ("max_samples", "seed", "backend", "save_steps", "resume")}
-    distill_lm(
-        LMJob(
-            **options,
-            scale_by_temperature_squared=a.scale_t2,
-            gradient_accumulation_steps=a.gradient_accumulation_steps,
-        )
-    )
+    same = {f.name: getattr(a, f.name) for f in dataclasses.fields(LMJob) if hasattr(a, f.name)}
+    distill_lm(LMJob(**same, scale_by_temperature_squared=a.scale_t2))
 
 
 def cache_teacher(a: argparse.Namespace) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 _LAZY = {
     "DistillationArguments": "fastkd.trainer.args",
     "DistillationTrainer": "fastkd.trainer.trainer",
+    "TrainingInterrupted": "fastkd.trainer.interrupt",
+    "interruptible_train": "fastkd.trainer.interrupt",
     "available_losses": "fastkd.trainer.losses",
     "build_loss": "fastkd.trainer.losses",
     "load_teacher": "fastkd.trainer.trainer",

@@ -138,3 +138,15 @@ def read_text(path: str) -> str:
         raise ValueError(
             f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); convert it to UTF-8"
         ) from None
+
+
+def check_objective(
+    temperature: float | None, hard_label_weight: float | None, sinkhorn_weight: float | None
+) -> None:
+    """The objective's numbers, by their flags (``DistillationArguments`` checks them again, later)."""
+    if temperature is not None and not temperature > 0:
+        raise ValueError(f"--temperature must be > 0, got {temperature}")
+    if hard_label_weight is not None and not 0.0 <= hard_label_weight <= 1.0:
+        raise ValueError(f"--hard-label-weight must be in [0, 1], got {hard_label_weight}")
+    if sinkhorn_weight is not None and not sinkhorn_weight >= 0:
+        raise ValueError(f"--sinkhorn-weight must be >= 0, got {sinkhorn_weight}")

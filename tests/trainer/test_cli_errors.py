@@ -74,6 +74,10 @@ def test_glue_errors(tmp_path, tiny_bert, capsys: pytest.CaptureFixture) -> None
         capsys,
         alone=False,
     )
+    layers = [*distill, "--teacher", tiny_bert, "--student-layers", "1"]
+    fails([*layers, "--hard-label-weight", "1.5"], "--hard-label-weight must be in [0, 1], got 1.5", capsys)
+    fails([*layers, "--temperature", "0"], "--temperature must be > 0, got 0.0", capsys)
+    fails([*layers, "--sinkhorn-weight", "-1"], "--sinkhorn-weight must be >= 0", capsys)
     for backend, message in (
         ("cuda", "--backend cuda: backend 'cuda' has no kernels"),
         ("gpu", "unknown backend"),

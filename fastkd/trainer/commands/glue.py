@@ -116,6 +116,7 @@ def finetune_teacher(a: argparse.Namespace) -> None:
 
 
 def distill(a: argparse.Namespace) -> None:
+    from fastkd.trainer import preflight
     from fastkd.trainer.glue.data import get_task
     from fastkd.trainer.glue.presets import PRESETS
     from fastkd.trainer.glue.run import DistillSpec
@@ -124,6 +125,7 @@ def distill(a: argparse.Namespace) -> None:
 
     job = _job(a, temperature=a.temperature, sinkhorn_weight=a.sinkhorn_weight)
     _preflight(a, {"--teacher": a.teacher, "--student": a.student, "--student-from": a.student_from})
+    preflight.check_objective(a.temperature, a.hard_label_weight, a.sinkhorn_weight)
     weight = a.hard_label_weight
     if a.mix_hard_labels and weight is None:
         weight = 1.0 - PRESETS[get_task(a.task).name].alpha

@@ -92,6 +92,7 @@ def distill(a: argparse.Namespace) -> None:
     if a.data is not None:
         preflight.check_file(a.data, "--data")
     preflight.check_backend(a.backend)
+    preflight.check_objective(a.temperature, a.hard_label_weight, None)
     same = {f.name: getattr(a, f.name) for f in dataclasses.fields(LMJob) if hasattr(a, f.name)}
     distill_lm(LMJob(**same, scale_by_temperature_squared=a.scale_t2))
 

@@ -38,7 +38,7 @@ def missing_extra(extra: str | None) -> str | None:
     )
 
 
-def _interrupted(err: KeyboardInterrupt) -> None:
+def _interrupted(err: KeyboardInterrupt, explicit_resume: bool) -> None:
     if not hasattr(err, "checkpoint"):  # outside training: loading, caching, evaluating
         print("\nfastkd: interrupted", file=sys.stderr)
         return
@@ -46,10 +46,11 @@ def _interrupted(err: KeyboardInterrupt) -> None:
     if checkpoint is None:
         print("\nfastkd: interrupted before a training step completed (no checkpoint saved)", file=sys.stderr)
         return
+    hint = f", or add --resume {checkpoint}" if explicit_resume else ""
     print(
         f"\nfastkd: interrupted at step {err.step}; checkpoint saved in {checkpoint}\n"
         f"fastkd: to resume, run the same command again (it resumes from the latest checkpoint in "
-        f"--output), or add --resume {checkpoint}",
+        f"--output){hint}",
         file=sys.stderr,
     )
 
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fastkd: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
-        _interrupted(err)
+        _interrupted(err, getattr(args, "explicit_resume", False))
         return 130
     return 0
 

@@ -154,3 +154,15 @@ def test_python_m_fastkd_is_the_command_and_parses_without_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_interrupted_demo_resumes_on_rerun(tmp_path, monkeypatch, capsys: pytest.CaptureFixture) -> None:
+    argv = ["glue", "demo", "--tiny", "--output", str(tmp_path), "--max-samples", "32", "--epochs", "1"]
+    with monkeypatch.context() as m:
+        interrupt_at(m, 1)
+        err = run(argv, capsys, status=130)
+    assert f"checkpoint saved in {tmp_path}/teacher/checkpoint-1" in err and "--resume" not in err
+    out = run(argv, capsys)
+    assert f"resuming from {tmp_path}/teacher/checkpoint-1" in out and "| distilled student |" in out
+    _no_optimizer_states(str(tmp_path))

@@ -46,6 +46,7 @@ def add_run_options(p: argparse.ArgumentParser, backend: bool = True) -> None:
         const="never",
         help="start over, deleting the checkpoints left in --output",
     )
+    p.set_defaults(explicit_resume=True)  # the Ctrl-C message may suggest --resume CHECKPOINT
     if backend:
         p.add_argument(
             "--backend",

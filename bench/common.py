@@ -1,14 +1,21 @@
 """What every benchmark file shares: the device, the rounds, the inputs, the timed body, ``extra_info``.
 
-One round is one forward and one backward from fresh (``grad = None``) student logits, with a CUDA
+One call is one forward and one backward from fresh (``grad = None``) student logits, with a CUDA
 synchronisation inside the timed call. The first call (compilation, autotuning) runs outside the timed
 rounds; then one step is measured for peak memory (``bench/memory.py``), then ``benchmark.pedantic``
-times the rounds. Family files keep only their providers, shapes and the bytes their loss must move.
+times the rounds. A round repeats the call until it lasts at least ``MIN_ROUND_S`` (``calls_per_round``
+in ``extra_info``; pytest-benchmark reports the time of one call), so a case far shorter than the
+timer's and the scheduler's noise is still timed honestly; the machine's load average is recorded
+beside it. Family files keep only their providers,
+shapes and the bytes their loss must move.
 """
 
 from __future__ import annotations
 
 import gc
+import math
+import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +33,10 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = (torch.bfloat16,) if DEVICE == "cuda" else (torch.float32,)
 ROUNDS, WARMUP_ROUNDS = (20, 3) if DEVICE == "cuda" else (10, 2)
+# A timed round lasts at least this long: far above the timer's resolution, a kernel launch, and the
+# few milliseconds a busy scheduler may take a core away from one of the threads of a short CPU call.
+MIN_ROUND_S = 0.005 if DEVICE == "cuda" else 0.05
+MAX_CALLS_PER_ROUND = 10_000
 # One compiled reference serves every case and shape: allow it one graph per case.
 torch._dynamo.config.recompile_limit = 1024
 torch._dynamo.config.accumulated_recompile_limit = 4096
@@ -35,6 +46,13 @@ def device_name() -> str:
     if DEVICE == "cuda":
         return torch.cuda.get_device_name()
     return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def machine_load() -> dict[str, float | int]:
+    """The 1-minute load average and the cores this process may run on: on a shared machine whose load
+    exceeds its cores, a CPU call's time includes waiting for a core (the report says so)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return {"load_average": os.getloadavg()[0], "cores": cores}
 
 
 def require_triton() -> None:
@@ -92,19 +110,34 @@ def median_seconds(benchmark: BenchmarkFixture) -> float | None:
     return stats.stats.median if stats is not None else None
 
 
+def calls_per_round(call: Callable[[], None], min_round_s: float = MIN_ROUND_S) -> int:
+    """How many calls make a round of at least ``min_round_s``, from the fastest of three timed calls
+    (at most ``MAX_CALLS_PER_ROUND``)."""
+    fastest = math.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        call()
+        fastest = min(fastest, time.perf_counter() - start)
+    return max(1, min(MAX_CALLS_PER_ROUND, math.ceil(min_round_s / max(fastest, 1e-9))))
+
+
 def time_step(
     benchmark: BenchmarkFixture, step: Callable[[], None], student: torch.Tensor, provider: str, group: str
 ) -> tuple[float | None, MemoryUse]:
-    """First call, one measured step for peak memory, then the timed rounds; the median and the memory."""
+    """First call, one measured step for peak memory, then the timed rounds of ``calls_per_round``
+    calls each; the median time of one call and the memory."""
     first_call(step, provider)
     student.grad = None
     memory = measure(step, DEVICE)
 
-    def fresh_gradient() -> None:
+    def fresh_step() -> None:
         student.grad = None
+        step()
 
+    calls = calls_per_round(fresh_step)
     benchmark.group = group
-    benchmark.pedantic(step, setup=fresh_gradient, rounds=ROUNDS, warmup_rounds=WARMUP_ROUNDS)
+    benchmark.pedantic(fresh_step, rounds=ROUNDS, iterations=calls, warmup_rounds=WARMUP_ROUNDS)
+    benchmark.extra_info.update(calls_per_round=calls, **machine_load())
     return median_seconds(benchmark), memory
 
 

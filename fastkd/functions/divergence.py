@@ -8,6 +8,7 @@ from fastkd.boundary.inputs import reduce_rows
 from fastkd.boundary.options import DivergenceOptions
 from fastkd.ops.divergence import divergence_fwd
 from fastkd.ops.divergence_cpu import divergence_cpu
+from fastkd.ops.divergence_cuda import divergence_op_for
 from fastkd.ops.rescale import rescale_
 
 
@@ -42,9 +43,12 @@ def divergence_rows(
     options: DivergenceOptions,
     backend: str = "triton",
 ) -> torch.Tensor:
-    """Per-row losses of the fused kernel of ``backend`` (``"triton"`` or ``"cpu"``), which writes
-    ∂loss_n/∂student · ``grad_scale`` into ``grad``."""
-    op = divergence_cpu if backend == "cpu" else divergence_fwd
+    """Per-row losses of the fused kernel of ``backend`` (``"triton"``, ``"cuda"`` or ``"cpu"``), which
+    writes ∂loss_n/∂student · ``grad_scale`` into ``grad``."""
+    if backend == "cuda":
+        op = divergence_op_for(student, teacher)
+    else:
+        op = divergence_cpu if backend == "cpu" else divergence_fwd
     return op(
         student,
         teacher,
@@ -65,7 +69,8 @@ class DivergenceFunction(torch.autograd.Function):
     Inputs are the flattened [N, V] student and teacher, the bool [N] valid tokens, int64 [N] labels
     (or None), the mean's fp32 divisor, the options, the loss's leading shape (for ``"none"``), whether
     to write the gradient over the student, and the fused backend: ``"triton"`` (op
-    ``fastkd::divergence_fwd``) or ``"cpu"`` (op ``fastkd::divergence_cpu``, the C++ kernels).
+    ``fastkd::divergence_fwd``), ``"cuda"`` (op ``fastkd::divergence_cuda``, the Hopper cluster kernels)
+    or ``"cpu"`` (op ``fastkd::divergence_cpu``, the C++ kernels).
     Backward only rescales the stored gradient by ``grad_output``, in place, so no second [N, V]
     tensor exists; hence one backward per forward (a second one raises).
     """

@@ -30,6 +30,27 @@ struct AklSplit {
   int64_t tie_col;
 };
 
+// f[w] = this thread's Σ weight over the columns of its groups whose level is ≥ cand[w], where
+// element(u, col) gives a column's (level, weight).
+template <typename TT, typename Element>
+__device__ __forceinline__ void sums_at_or_above(const TT* us, int groups, int64_t first_col,
+                                                 const int64_t (&cand)[kWays], float (&f)[kWays], Element element) {
+#pragma unroll
+  for (int w = 0; w < kWays; ++w) f[w] = 0.0f;
+  for (int g = threadIdx.x; g < groups; g += kThreads) {
+    float u[kGroup];
+    load_group(us, g, u);
+#pragma unroll
+    for (int j = 0; j < kGroup; ++j) {
+      int64_t level;
+      float weight;
+      element(u[j], first_col + g * kGroup + j, level, weight);
+#pragma unroll
+      for (int w = 0; w < kWays; ++w) f[w] += level >= cand[w] ? weight : 0.0f;
+    }
+  }
+}
+
 // Smallest x in (lo, hi] with done(F(x)), F given at 16 candidates per step by partial(cand, out)
 // (this thread's share, summed over the cluster). done must hold at hi. Also returns F at x.
 template <typename Partial, typename Done>
@@ -65,19 +86,10 @@ __device__ AklSplit akl_split(const TT* us, int groups, int64_t first_col, int64
   if (mu >= 1.0f) return {ordered_key(-INFINITY), 0, -1};  // the whole row is head
   float mass_hi = 0.0f;
   auto mass_above = [&](const int64_t (&cand)[kWays], float (&f)[kWays]) {
-#pragma unroll
-    for (int w = 0; w < kWays; ++w) f[w] = 0.0f;
-    for (int g = threadIdx.x; g < groups; g += kThreads) {
-      float u[kGroup];
-      load_group(us, g, u);
-#pragma unroll
-      for (int j = 0; j < kGroup; ++j) {
-        const int64_t key = ordered_key(u[j]);
-        const float p = p_of(u[j]);
-#pragma unroll
-        for (int w = 0; w < kWays; ++w) f[w] += key >= cand[w] ? p : 0.0f;
-      }
-    }
+    sums_at_or_above(us, groups, first_col, cand, f, [&](float u, int64_t, int64_t& level, float& weight) {
+      level = ordered_key(u);
+      weight = p_of(u);
+    });
   };
   const int64_t head_key = search16(
       ordered_key(-INFINITY) - 1, ordered_key(max_u) + 1, mass_above, [&](float m) { return m <= mu; }, s, phase,
@@ -99,20 +111,14 @@ __device__ AklSplit akl_split(const TT* us, int groups, int64_t first_col, int64
   while (admitted < ties[0] && fits(admitted + 1.0f)) admitted += 1.0f;
   if (admitted >= ties[0]) return {head_key, tie_key, vocab};
   if (admitted == 0.0f) return {head_key, tie_key, -1};
-  auto ties_up_to = [&](const int64_t (&cand)[kWays], float (&f)[kWays]) {
+  auto ties_up_to = [&](const int64_t (&cand)[kWays], float (&f)[kWays]) {  // columns ≤ c: levels −col ≥ −c
+    int64_t negated[kWays];
 #pragma unroll
-    for (int w = 0; w < kWays; ++w) f[w] = 0.0f;
-    for (int g = threadIdx.x; g < groups; g += kThreads) {
-      float u[kGroup];
-      load_group(us, g, u);
-#pragma unroll
-      for (int j = 0; j < kGroup; ++j) {
-        const bool tie = ordered_key(u[j]) == tie_key;
-        const int64_t col = first_col + g * kGroup + j;
-#pragma unroll
-        for (int w = 0; w < kWays; ++w) f[w] += tie && col <= cand[w] ? 1.0f : 0.0f;
-      }
-    }
+    for (int w = 0; w < kWays; ++w) negated[w] = -cand[w];
+    sums_at_or_above(us, groups, first_col, negated, f, [&](float u, int64_t col, int64_t& level, float& weight) {
+      level = -col;
+      weight = ordered_key(u) == tie_key ? 1.0f : 0.0f;
+    });
   };
   float unused = 0.0f;
   const int64_t tie_col = search16(

@@ -135,3 +135,32 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+EMULATION = ROOT / "tests" / "cuda_emulation"
+
+
+def build_emulation() -> Path:
+    """The cluster kernels compiled for the CPU (g++) over tests/cuda_emulation/cluster_common.cuh, as
+    a shared library with ``emu_launch``; cached under the temp directory by source hash."""
+    include = cuda_include()
+    assert include is not None and shutil.which("g++"), "needs g++ and the CUDA headers"
+    key = source_hash(*(p.read_text() for p in sorted(EMULATION.glob("*.c*"))))
+    work = Path(tempfile.gettempdir()) / f"fastkd-emulation-{key}"
+    library = work / "emulation.so"
+    if library.exists():
+        return library
+    cuda_dir = work / "csrc" / "cuda"
+    cuda_dir.mkdir(parents=True, exist_ok=True)
+    for header in (ROOT / "csrc").glob("*.h"):
+        shutil.copy(header, work / "csrc")
+    for source in (*(ROOT / "csrc" / "cuda").glob("*.cuh"), ROOT / "csrc" / "cuda" / "divergence_args.h"):
+        shutil.copy(source, cuda_dir)
+    for source in EMULATION.glob("*.c*"):  # the CPU cluster_common.cuh replaces the device one
+        shutil.copy(source, cuda_dir)
+    command = ["g++", "-std=c++20", "-O1", "-shared", "-fPIC", "-Wno-attributes", f"-I{include}"]
+    command += [str(cuda_dir / "harness.cpp"), "-o", str(library.with_suffix(".tmp")), "-lpthread"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-4000:]
+    library.with_suffix(".tmp").rename(library)
+    return library

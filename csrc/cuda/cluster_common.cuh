@@ -1,6 +1,8 @@
 // Device helpers of the cluster kernels: dtype conversion, 8-element groups in shared memory, the bulk
 // copy engine (cp.async.bulk on an mbarrier), and block + cluster reductions over distributed shared
 // memory. Torch-free, so that the kernels compile standalone into a cubin (tests/test_cuda_compile.py).
+// Everything the kernels use of CUDA beyond plain arithmetic is here, so tests/cuda_emulation/ can put
+// a CPU version of this one file under them and run them on the CPU.
 #pragma once
 
 #include <cooperative_groups.h>
@@ -26,6 +28,12 @@ struct Scratch {
   float result[kSlots];   // the cluster-wide result, read by every thread of the CTA
   unsigned long long barrier;
 };
+
+// The CTA's dynamic shared memory, 16-byte aligned.
+__device__ __forceinline__ unsigned char* dynamic_smem() {
+  extern __shared__ __align__(16) unsigned char smem[];
+  return smem;
+}
 
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }

@@ -149,7 +149,7 @@ __device__ float write_gradient(const TS* zs, const TT* us, TS* grad, int n, int
 template <int DIV, typename TS, typename TT>
 __global__ void __launch_bounds__(kThreads, 1) divergence_cluster_kernel(const __grid_constant__ DivergenceArgs args) {
   __shared__ Scratch s;
-  extern __shared__ __align__(16) unsigned char slices[];
+  unsigned char* slices = dynamic_smem();
   const cg::cluster_group cluster = cg::this_cluster();
   const int64_t row = blockIdx.x / cluster.num_blocks();
   const int64_t first = static_cast<int64_t>(cluster.block_rank()) * args.slice;

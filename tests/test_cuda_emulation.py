@@ -45,9 +45,19 @@ def launch() -> ctypes.CDLL:
 
 
 def emulate(
-    launch, student, teacher, labels, divergence, param=None, temperature=1.0, hard=0.0, target=1 << 20
+    launch,
+    student,
+    teacher,
+    labels,
+    divergence,
+    param=None,
+    temperature=1.0,
+    hard=0.0,
+    target=1 << 20,
+    reverse=0,
 ):
-    """Per-row loss and gradient (scale 1) of the emulated kernel, over a poisoned gradient buffer."""
+    """Per-row loss and gradient (scale 1) of the emulated kernel, over a poisoned gradient buffer, and
+    the cluster size; ``reverse`` runs the threads of a CTA in the other order between barriers."""
     plan = plan_for(student.shape[-1], student.element_size(), target)
     grad = torch.full_like(student, 7.0)
     loss = torch.full(student.shape[:1], -5.0)
@@ -64,6 +74,7 @@ def emulate(
         student.shape[0],
         plan.cluster,
         plan.smem_bytes,
+        reverse,
     )
     return loss, grad, plan.cluster
 
@@ -179,3 +190,23 @@ def test_akl_with_many_ties_and_mu_one(launch):
     fkl, fkl_grad, _ = emulate(launch, z, u, torch.tensor([0, 0, 0]), "forward_kl", target=2048)
     torch.testing.assert_close(akl, fkl, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(akl_grad, fkl_grad, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("divergence", DIVERGENCES)
+def test_no_result_depends_on_the_order_of_threads_between_barriers(launch, divergence):
+    """What one thread writes to shared memory and another reads is separated by a barrier."""
+    z, u = logits(3, 3001, 16, torch.bfloat16), logits(3, 3001, 17, torch.bfloat16).round()
+    call = lambda reverse: emulate(
+        launch,
+        z,
+        u,
+        torch.tensor([4, -100, 2999]),
+        divergence,
+        TEST_PARAM.get(divergence),
+        1.1,
+        0.3,
+        2048,
+        reverse,
+    )
+    (loss, grad, _), (loss_r, grad_r, _) = call(0), call(1)
+    assert torch.equal(loss, loss_r) and torch.equal(grad, grad_r)

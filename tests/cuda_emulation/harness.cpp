@@ -1,5 +1,8 @@
 // Runs the cluster kernels on the CPU under cluster_common.cuh's emulation: one launch of `rows`
 // clusters of `cluster` CTAs, clusters one after another, the CTAs of a cluster on their own threads.
+// Between two barriers the fibers of a CTA run one after another, in index order or (reversed = 1)
+// the other way round: a result that depends on the order reads what another thread writes without
+// a barrier in between, a race on the GPU.
 #include <memory>
 #include <thread>
 
@@ -13,6 +16,7 @@ namespace {
 constexpr size_t kStack = 64 * 1024;
 thread_local void (*body)(const DivergenceArgs&) = nullptr;
 thread_local const DivergenceArgs* body_args = nullptr;
+bool reversed = false;
 
 void entry() {
   body(*body_args);
@@ -41,7 +45,8 @@ void run_cta(void (*kernel)(const DivergenceArgs&), const DivergenceArgs& args, 
     makecontext(&self.fibers[t], entry, 0);
   }
   while (self.alive > 0) {
-    for (int t = 0; t < kThreads; ++t) {
+    for (int i = 0; i < kThreads; ++i) {
+      const int t = reversed ? kThreads - 1 - i : i;
       if (self.done[t]) continue;
       self.current = t;
       swapcontext(&self.main, &self.fibers[t]);
@@ -79,8 +84,9 @@ void (*pick(int divergence))(const DivergenceArgs&) {
 }  // namespace fastkd
 
 extern "C" int emu_launch(const fastkd::cuda::DivergenceArgs* args, int divergence, int dtype, int64_t rows,
-                          int cluster, int64_t smem) {
+                          int cluster, int64_t smem, int reversed) {
   using namespace fastkd::cuda;
+  emu::reversed = reversed != 0;
   auto kernel = dtype == F32 ? emu::pick<float>(divergence)
                              : (dtype == BF16 ? emu::pick<__nv_bfloat16>(divergence) : emu::pick<__half>(divergence));
   for (int64_t row = 0; row < rows; ++row) {

@@ -84,3 +84,16 @@ def test_dtypes_and_the_fallback_to_triton():
     assert divergence_op_for(bf16, bf16) is divergence_cuda
     assert divergence_op_for(wide, wide) is divergence_fwd
     assert divergence_op_for(bf16, bf16.float()) is divergence_fwd
+
+
+def test_the_target_from_the_environment(monkeypatch):
+    from fastkd.ops.cuda_plan import _target_from_environment
+
+    monkeypatch.delenv("FASTKD_CUDA_CTA_BYTES", raising=False)
+    assert _target_from_environment() == 128 * 1024
+    monkeypatch.setenv("FASTKD_CUDA_CTA_BYTES", "65536")
+    assert _target_from_environment() == 65536
+    for bad in ("64k", "0", "-5"):
+        monkeypatch.setenv("FASTKD_CUDA_CTA_BYTES", bad)
+        with pytest.raises(ValueError, match=f"positive number of bytes, got '{bad}'"):
+            _target_from_environment()

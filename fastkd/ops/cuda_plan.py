@@ -21,7 +21,16 @@ CLUSTER_SIZES: tuple[int, ...] = (1, 2, 4, 8)
 GROUP = 8  # columns a thread handles at once: 16 bytes of bf16/fp16, 32 of fp32
 SMEM_PER_BLOCK = 232448  # sm_90's opt-in shared memory per block, 227 KiB
 STATIC_SMEM = 2304  # bound on the kernel's static shared memory incl. 1 KiB reserved (tests check cuobjdump)
-TARGET_CTA_BYTES = int(os.environ.get("FASTKD_CUDA_CTA_BYTES", str(128 * 1024)))
+
+
+def _target_from_environment(default: int = 128 * 1024) -> int:
+    text = os.environ.get("FASTKD_CUDA_CTA_BYTES", str(default))
+    if not text.isdigit() or int(text) <= 0:
+        raise ValueError(f"FASTKD_CUDA_CTA_BYTES must be a positive number of bytes, got {text!r}")
+    return int(text)
+
+
+TARGET_CTA_BYTES = _target_from_environment()
 THREADS = 512  # threads per CTA (kThreads in csrc/cuda/cluster_common.cuh)
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 

@@ -17,11 +17,22 @@ import sys
 import tempfile
 from pathlib import Path
 
+from torch.utils.cpp_extension import COMMON_NVCC_FLAGS
+
 from fastkd.boundary.options import DIVERGENCES
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNELS = ROOT / "csrc" / "cuda" / "divergence_cluster.cu"
-NVCC_FLAGS = ["-std=c++17", "-O3", "-gencode=arch=compute_90a,code=sm_90a", "-cubin", "-Xptxas", "-v"]
+# The flags of setup.py's CUDA build (torch's common nvcc flags: no implicit half/bf16 conversions).
+NVCC_FLAGS = [
+    *COMMON_NVCC_FLAGS,
+    "-std=c++17",
+    "-O3",
+    "-gencode=arch=compute_90a,code=sm_90a",
+    "-cubin",
+    "-Xptxas",
+    "-v",
+]
 DTYPE_OF = {"f": "float32", "13__nv_bfloat16": "bfloat16", "6__half": "float16"}
 KERNEL_NAME = re.compile(r"divergence_cluster_kernelILi(\d)E(f|13__nv_bfloat16|6__half)")
 

@@ -19,14 +19,15 @@ namespace cg = cooperative_groups;
 constexpr int kThreads = 512;            // threads of one CTA
 constexpr int kWarps = kThreads / 32;
 constexpr int kGroup = 8;                // consecutive elements a thread handles at once
-constexpr int kSlots = 16;               // floats one CTA contributes to one cluster exchange
+constexpr int kSlots = 16;
+constexpr int kChunks = 4;  // bulk copies of a slice, each on its own barrier               // floats one CTA contributes to one cluster exchange
 
 // Static shared memory of one CTA: the reductions' scratch and the bulk copies' barrier.
 struct Scratch {
   float warp[kWarps][kSlots];
   float slot[2][kSlots];  // what this CTA shares with its cluster (double-buffered: one sync each)
   float result[kSlots];   // the cluster-wide result, read by every thread of the CTA
-  unsigned long long barrier;
+  unsigned long long barrier[kChunks];
 };
 
 // The CTA's dynamic shared memory, 16-byte aligned.

@@ -4,8 +4,9 @@
 //
 // CTA r of a cluster of C holds columns [r·slice, (r+1)·slice) of both inputs (slice a multiple of 8,
 // −inf padding to whole groups of 8, which every term maps to 0):
-//   1. bulk copies (cp.async.bulk on an mbarrier) bring the slice in where 16-byte aligned;
-//   2. one pass over shared memory: online log-sum-exps (base 2) of a = u/T, b = z/T and raw z, the
+//   1. bulk copies (cp.async.bulk, four pieces on four mbarriers, staging.cuh) bring the slice in
+//      where 16-byte aligned;
+//   2. one pass over shared memory, each piece as soon as it has arrived: online log-sum-exps (base 2) of a = u/T, b = z/T and raw z, the
 //      teacher's first arg-max, NaN and out-of-support flags; one exchange over distributed shared
 //      memory gives every CTA the row's statistics;
 //   3. reverse KL, jsd, skew KLs, tvd and AKL: one more pass for c = Σ q·h (and AKL's gaps, after its
@@ -24,34 +25,6 @@
 
 namespace fastkd {
 namespace cuda {
-
-template <typename T>
-__device__ __forceinline__ uint32_t bulk_bytes(const T* src, int n) {
-  return reinterpret_cast<uintptr_t>(src) % 16 == 0 ? (static_cast<uint32_t>(n) * sizeof(T)) & ~15u : 0u;
-}
-
-// Both slices into shared memory: bulk copies of the aligned 16-byte prefix, plain loads of the rest,
-// −inf padding up to whole groups.
-template <typename TS, typename TT>
-__device__ void load_slices(TS* zs, const TS* z, TT* us, const TT* u, int n, int groups, Scratch& s) {
-  const uint32_t z_bytes = bulk_bytes(z, n), u_bytes = bulk_bytes(u, n);
-  if (threadIdx.x == 0) {
-    barrier_init(&s.barrier);
-    if (z_bytes + u_bytes > 0) {
-      barrier_expect(&s.barrier, z_bytes + u_bytes);
-      if (z_bytes > 0) bulk_copy(zs, z, z_bytes, &s.barrier);
-      if (u_bytes > 0) bulk_copy(us, u, u_bytes, &s.barrier);
-    }
-  }
-  for (int i = z_bytes / sizeof(TS) + threadIdx.x; i < groups * kGroup; i += kThreads) {
-    zs[i] = i < n ? z[i] : from_float<TS>(-INFINITY);
-  }
-  for (int i = u_bytes / sizeof(TT) + threadIdx.x; i < groups * kGroup; i += kThreads) {
-    us[i] = i < n ? u[i] : from_float<TT>(-INFINITY);
-  }
-  __syncthreads();
-  if (z_bytes + u_bytes > 0) barrier_wait(&s.barrier);
-}
 
 template <typename TS>
 __device__ void fill_slice(TS* grad, int n, int groups, float value, bool aligned) {
@@ -164,8 +137,8 @@ __global__ void __launch_bounds__(kThreads, 1) divergence_cluster_kernel(const _
     if (cluster.block_rank() == 0 && threadIdx.x == 0) args.loss[row] = 0.0f;
     return;
   }
-  load_slices(zs, static_cast<const TS*>(args.student) + row * args.s_stride + first, us,
-              static_cast<const TT*>(args.teacher) + row * args.t_stride + first, n, groups, s);
+  const Staging staging = load_slices(zs, static_cast<const TS*>(args.student) + row * args.s_stride + first, us,
+                                      static_cast<const TT*>(args.teacher) + row * args.t_stride + first, n, groups, s);
   const int64_t label_col = args.hard ? args.labels[row] - first : -1;
   const int label = label_col >= 0 && label_col < n ? static_cast<int>(label_col) : -1;
   Row r{};
@@ -173,7 +146,7 @@ __global__ void __launch_bounds__(kThreads, 1) divergence_cluster_kernel(const _
   r.rp = args.rp;
   r.first = first;
   float st[kStats];
-  row_stats(zs, us, groups, first, r.k, label, args.hard != 0, s, cluster, st);
+  row_stats(zs, us, groups, first, r.k, label, args.hard != 0, staging, s, cluster, st);
   int phase = 1;
   const bool bad = st[NAN_SEEN] > 0.0f || !isfinite(st[M_A]) || !isfinite(st[M_B]) ||
                    (args.hard && !isfinite(st[M_Z]));

@@ -3,7 +3,7 @@
 // of the conventions (spec: shared/spec/losses.md), all combined over the cluster in one exchange.
 #pragma once
 
-#include "cluster_common.cuh"
+#include "staging.cuh"
 
 namespace fastkd {
 namespace cuda {
@@ -52,11 +52,14 @@ __device__ __forceinline__ void fold_group(float& m, float& s, const float (&x)[
 // is in zs (student) and us (teacher). k = log2(e)/T; `label` is a local index or −1.
 template <typename TS, typename TT>
 __device__ void row_stats(const TS* zs, const TT* us, int groups, int64_t first_col, float k, int label, bool hard,
-                          Scratch& s, const cg::cluster_group& cluster, float (&st)[kStats]) {
+                          const Staging& staging, Scratch& s, const cg::cluster_group& cluster,
+                          float (&st)[kStats]) {
   st[M_A] = st[M_B] = st[M_Z] = st[MAX_U] = -INFINITY;
   st[S_A] = st[S_B] = st[S_Z] = st[NAN_SEEN] = st[OUTSIDE] = st[Z_LABEL] = 0.0f;
   st[TOP1] = INFINITY;
+  int waited = 0;
   for (int g = threadIdx.x; g < groups; g += kThreads) {
+    await_group(staging, s, g, waited);
     float z[kGroup], u[kGroup], a[kGroup], b[kGroup], zz[kGroup];
     load_group(zs, g, z);
     load_group(us, g, u);
@@ -77,6 +80,7 @@ __device__ void row_stats(const TS* zs, const TT* us, int groups, int64_t first_
     fold_group(st[M_B], st[S_B], b);
     if (hard) fold_group(st[M_Z], st[S_Z], zz);
   }
+  await_group(staging, s, groups, waited);  // every piece, also those this thread had no group in
   cluster_reduce<kStats, StatsCombine>(st, s, 0, cluster);
 }
 

@@ -52,11 +52,12 @@ constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
 constexpr int kGroup = 8;
 constexpr int kSlots = 16;
+constexpr int kChunks = 4;  // bulk copies of a slice, each on its own barrier
 
 struct Scratch {
   float slot[2][kSlots];
   float result[kSlots];
-  unsigned long long barrier;
+  unsigned long long barrier[kChunks];
 };
 
 namespace emu {

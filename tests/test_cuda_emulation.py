@@ -8,6 +8,7 @@ model, speed) is for compute-sanitizer and the benchmark on a GPU (bench/gpu_che
 from __future__ import annotations
 
 import ctypes
+import shutil
 
 import pytest
 import torch
@@ -18,7 +19,10 @@ from fastkd.ops.divergence import mixture_log_weights
 from tests import cuda_build
 from tests.helpers import TEST_PARAM, assert_close_to_oracle, family_kwargs, run_fastkd, run_oracle
 
-pytestmark = pytest.mark.skipif(cuda_build.cuda_include() is None, reason="needs the CUDA headers (nvcc)")
+pytestmark = pytest.mark.skipif(
+    cuda_build.cuda_include() is None or shutil.which("g++") is None,
+    reason="needs g++ and the CUDA headers (nvcc)",
+)
 DTYPE_CODE = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 
 

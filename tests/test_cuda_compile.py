@@ -66,15 +66,19 @@ def test_the_kernels_share_the_cpu_kernels_terms():
 
 
 def test_the_torch_launcher_passes_the_host_compiler():
-    """csrc/cuda/divergence_cuda.cpp against torch's CUDA headers (-fsyntax-only; the generated
-    c10/cuda/impl/cuda_cmake_macros.h that CPU wheels lack is stubbed)."""
+    """csrc/cuda/divergence_cuda.cpp and csrc/bindings.cpp as the CUDA build compiles them, against
+    torch's CUDA headers (-fsyntax-only; the generated c10/cuda/impl/cuda_cmake_macros.h that CPU
+    wheels lack is stubbed)."""
     torch = pytest.importorskip("torch")
     include = Path(torch.__file__).parent / "include"
     cuda_include = cuda_build.cuda_include()
     if cuda_include is None or not (include / "c10" / "cuda" / "CUDAGuard.h").exists():
         pytest.skip("torch's c10/cuda headers or the CUDA runtime headers are missing")
-    source = cuda_build.ROOT / "csrc" / "cuda" / "divergence_cuda.cpp"
-    key = hashlib.sha256(source.read_bytes() + torch.__version__.encode() + cuda_build.source_hash().encode())
+    sources = [
+        cuda_build.ROOT / "csrc" / "cuda" / "divergence_cuda.cpp",
+        cuda_build.ROOT / "csrc" / "bindings.cpp",
+    ]
+    key = hashlib.sha256(torch.__version__.encode() + cuda_build.source_hash().encode())
     stamp = Path(tempfile.gettempdir()) / f"fastkd-launcher-{key.hexdigest()[:16]}.ok"
     if stamp.exists():
         return
@@ -87,8 +91,16 @@ def test_the_torch_launcher_passes_the_host_compiler():
         stub.parent.parent.parent,
         cuda_include,
     ]
-    command = ["c++", "-std=c++17", "-fsyntax-only", "-fopenmp", "-DFASTKD_WITH_CUDA"]
-    command += [f"-I{path}" for path in (*includes, sysconfig.get_paths()["include"])] + [str(source)]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-4000:]
+    command = [
+        "c++",
+        "-std=c++20",
+        "-fsyntax-only",
+        "-fopenmp",
+        "-DFASTKD_WITH_CUDA",
+        "-DTORCH_EXTENSION_NAME=_C",
+    ]
+    command += [f"-I{path}" for path in (*includes, sysconfig.get_paths()["include"])]
+    for source in sources:
+        out = subprocess.run([*command, str(source)], capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, (source, out.stderr[-4000:])
     stamp.write_text("ok\n")

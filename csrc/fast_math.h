@@ -29,6 +29,8 @@
 namespace fastkd {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr float kPosInf = std::numeric_limits<float>::infinity();
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 FASTKD_HD float bits_to_float(std::int32_t bits) {
 #if defined(__CUDA_ARCH__)

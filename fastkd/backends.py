@@ -5,13 +5,15 @@ tensors (when the extension is built) and the PyTorch reference otherwise. The `
 Hopper cluster kernels of ``csrc/cuda/``, divergence family only) is opt-in: ``auto`` takes it only
 for the combinations in :data:`CUDA_WINNERS`, where a committed GPU benchmark showed it faster than
 Triton. The environment variable ``FASTKD_BACKEND`` may change what ``auto`` means, never an explicit
-argument.
+argument. The first CPU call where ``auto`` falls back because the extension is not built warns
+once, with the reinstall command; :func:`backend_report` says what is built and usable here.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -89,10 +91,30 @@ def cuda_measured_faster(divergence: str | None, tensor: torch.Tensor) -> bool:
     return bool(wins) and any(w.gpu in torch.cuda.get_device_name(tensor.device) for w in wins)
 
 
-def _check_name(backend: object) -> str:
+def check_backend_name(backend: object) -> str:
+    """``backend`` itself when it names a backend, else a ValueError listing them."""
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
     return backend
+
+
+REINSTALL = "pip install --no-build-isolation -e ."
+_warned_fallback = False
+
+
+def _warn_cpu_fallback() -> None:
+    """Once per process: ``auto`` runs the PyTorch reference on CPU because fastkd._C is not built."""
+    global _warned_fallback
+    if _warned_fallback or torch.compiler.is_compiling():
+        return
+    _warned_fallback = True
+    warnings.warn(
+        "fastkd: the C++ extension fastkd._C is not built, so backend='auto' runs the PyTorch "
+        "reference on CPU (about 20x slower). A plain `pip install -e .` skips it (build isolation "
+        f"hides torch); reinstall with: {REINSTALL}",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def _auto(tensor: torch.Tensor, fused: tuple[str, ...], divergence: str | None) -> str:
@@ -102,9 +124,43 @@ def _auto(tensor: torch.Tensor, fused: tuple[str, ...], divergence: str | None) 
         return "cuda"
     if tensor.is_cuda and "triton" in fused and triton_available():
         return "triton"
-    if tensor.device.type == "cpu" and "cpu" in fused and extension_available():
-        return "cpu"
+    if tensor.device.type == "cpu" and "cpu" in fused:
+        if extension_available():
+            return "cpu"
+        _warn_cpu_fallback()
     return "torch"
+
+
+def backend_report() -> dict[str, object]:
+    """What is built and usable here, for ``fastkd info``: triton importable and interpreted, the C++
+    extension built (and the SIMD clone its row kernels run where the CPU is known, and whether it
+    holds the CUDA kernels of ``backend="cuda"``), torch threads."""
+    return {
+        "torch": torch.__version__,
+        "triton_available": triton_available(),
+        "triton_interpreted": triton_interpreted(),
+        "cuda_available": torch.cuda.is_available(),
+        "extension_built": extension_available(),
+        "extension_simd": _simd_clone() if extension_available() else None,
+        "cuda_kernels_built": cuda_kernels_available(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "default_backend": os.environ.get(ENV_VARIABLE, "auto"),
+    }
+
+
+def _simd_clone() -> str:
+    """The target clone fastkd._C picks on this CPU: x86-64-v3 (AVX2 + FMA) where the CPU has both
+    (read from /proc/cpuinfo on Linux x86-64), else the baseline; "unknown" elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+    except OSError:
+        return "unknown"
+    if flags is None:
+        return "unknown"
+    return "x86-64-v3 (AVX2+FMA)" if {"avx2", "fma", "bmi2"} <= set(flags) else "x86-64 baseline"
 
 
 def _check_usable(backend: str, tensor: torch.Tensor) -> None:
@@ -169,9 +225,9 @@ def resolve(
     ``auto`` and a ``FASTKD_BACKEND`` override choose among them, an explicit other name is an error.
     ``divergence`` (the divergence family) lets ``auto`` consult :data:`CUDA_WINNERS`.
     """
-    name = _check_name(backend)
+    name = check_backend_name(backend)
     if name == "auto":
-        override = _check_name(os.environ.get(ENV_VARIABLE, "auto"))
+        override = check_backend_name(os.environ.get(ENV_VARIABLE, "auto"))
         name = override if override in (*fused, "torch") else _auto(tensor, fused, divergence)
     elif name not in (*fused, "torch"):
         raise ValueError(

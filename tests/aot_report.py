@@ -5,10 +5,15 @@ TRITON_INTERPRET (the interpreter replaces the compiler). Each kernel family lis
 ``tests/aot_<family>.py`` (a ``jobs()`` function returning :class:`AotJob`); this script compiles
 them in a process pool and prints one JSON record per (job, architecture) with ptxas's register count
 and spill bytes, or the compile error.
+
+Successful records are cached (``FASTKD_AOT_CACHE``, default ~/.cache/fastkd/aot) under a key of the
+Triton version, the kernel's source files and the job itself, so a warm run compiles only what
+changed; a failed compile is never cached.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import multiprocessing
@@ -30,6 +35,10 @@ BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin"
 PTXAS = next(
     os.path.join(BIN, n) for n in ("ptxas-blackwell", "ptxas") if os.path.exists(os.path.join(BIN, n))
 )
+
+
+CACHE_DIR = os.environ.get("FASTKD_AOT_CACHE", os.path.expanduser("~/.cache/fastkd/aot"))
+KERNELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kernels")
 
 
 @dataclass(frozen=True)
@@ -61,8 +70,47 @@ def ptxas_usage(ptx: str) -> tuple[int, int]:
     return registers, spills
 
 
+def kernel_sources(module: str) -> str:
+    """Digest of the Triton version, ptxas, and the source of kernel module ``module`` (a file of
+    ``kernels/``) with the kernel modules it imports (``from .name import``), recursively."""
+    digest = hashlib.sha256(f"{triton.__version__} {PTXAS}".encode())
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        with open(os.path.join(KERNELS_DIR, f"{name}.py")) as f:
+            text = f.read()
+        digest.update(name.encode() + text.encode())
+        todo += re.findall(r"^from \.(\w+) import", text, re.M)
+    return digest.hexdigest()
+
+
+def cache_path(job: AotJob, arch: int) -> str:
+    """Where the record of ``job`` on ``arch`` is cached: keyed by its kernel's sources and the job."""
+    sources = kernel_sources(job.kernel.fn.__module__.rsplit(".", 1)[-1])
+    fields = [job.kernel.__name__, job.label, job.signature, job.constexprs, job.num_warps, arch, sources]
+    key = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+    return os.path.join(CACHE_DIR, f"{key}.json")
+
+
 def compile_job(family: str, index: int, arch: int) -> dict[str, Any]:
     job = family_jobs(family)[index]
+    path = cache_path(job, arch)
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    record = _compile(family, job, arch)
+    if "error" not in record:
+        os.makedirs(CACHE_DIR, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=CACHE_DIR, delete=False, suffix=".tmp") as f:
+            json.dump(record, f)
+        os.replace(f.name, path)
+    return record
+
+
+def _compile(family: str, job: AotJob, arch: int) -> dict[str, Any]:
     record = dict(family=family, arch=arch, warps=job.num_warps, **job.label)
     try:
         compiled = triton.compile(

@@ -4,7 +4,7 @@
 # gpu_check_cuda OUT_DIR`) or alone (`bash bench/gpu_check_cuda.sh OUT_DIR`):
 #   build    fastkd._C with the CUDA kernels (FASTKD_CUDA_ARCHS=90a), unless it already has them;
 #   tests    the oracle test set on backend="cuda" (tests/test_cuda_backend.py and the cuda cases of
-#            tests/test_divergence.py and tests/test_api.py);
+#            tests/test_divergence.py, test_api.py, test_numerics.py and test_boundary_rules.py);
 #   memcheck compute-sanitizer at the real launch plans, every divergence, clusters of 1, 2, 4 and 8;
 #   racecheck the same at small shapes (FASTKD_CUDA_CTA_BYTES=4096 reaches every cluster size);
 #   bench    N = 16384, V = 128256, bf16: fastkd-cuda, fastkd-triton, Liger, eager, torch.compile
@@ -36,8 +36,8 @@ gpu_check_cuda() {
     FASTKD_CUDA_ARCHS=90a NVCC_THREADS=8 MAX_JOBS=8 cuda_step build 240 "$py" setup.py build_ext --inplace
   fi
   cuda_step tests 300 "$py" -m pytest -q -p no:cacheprovider -k cuda tests/test_cuda_backend.py \
-    tests/test_divergence.py tests/test_api.py
-  local sanitizer=(compute-sanitizer --kernel-regex kns=divergence_cluster --error-exitcode 9)
+    tests/test_divergence.py tests/test_api.py tests/test_numerics.py tests/test_boundary_rules.py
+  local sanitizer=(compute-sanitizer --kernel-name kns=divergence_cluster --error-exitcode 9)
   cuda_step memcheck 240 "${sanitizer[@]}" --tool memcheck "$py" -m bench.cuda_sanitize
   FASTKD_CUDA_CTA_BYTES=4096 cuda_step racecheck 240 "${sanitizer[@]}" --tool racecheck \
     "$py" -m bench.cuda_sanitize --small

@@ -4,6 +4,8 @@ Run ``python -m pytest bench/bench_divergences.py --benchmark-json=out.json`` an
 table and a plot with ``python -m bench.report out.json``. Providers run side by side in one session:
 
 - ``fastkd-triton``: ``kd_loss(backend="triton")`` (CUDA only);
+- ``fastkd-cuda``: ``kd_loss(backend="cuda")``, the Hopper cluster kernels (sm_90, once ``fastkd._C`` is
+  built with them; ``FASTKD_CUDA_CTA_BYTES`` changes the plan's shared memory per CTA);
 - ``fastkd-cpu``: ``kd_loss(backend="cpu")``, the C++ kernels (CPU, once ``fastkd._C`` is built);
 - ``torch-eager``: ``kd_loss(backend="torch")``, the pure-PyTorch reference;
 - ``torch-compile``: ``torch.compile(fullgraph=True)`` of that same reference call (static shapes on
@@ -29,11 +31,11 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from bench.common import DEVICE, DTYPES, LossFn, bench_logits, compiled, require_triton
 from bench.shapes import Shape, dtype_name, shapes
-from fastkd.backends import extension_available
+from fastkd.backends import cuda_kernels_available, extension_available
 from fastkd.boundary.options import DIVERGENCES, FAMILY_PARAMETER
 from fastkd.losses import kd_loss
 
-PROVIDERS = ("fastkd-triton", "fastkd-cpu", "torch-eager", "torch-compile", "liger")
+PROVIDERS = ("fastkd-triton", "fastkd-cuda", "fastkd-cpu", "torch-eager", "torch-compile", "liger")
 DEFAULT_DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 
 
@@ -78,6 +80,10 @@ def make_loss(provider: str, divergence: str) -> LossFn:
     if provider == "fastkd-triton":
         require_triton()
         return _fastkd(divergence, "triton")
+    if provider == "fastkd-cuda":
+        if DEVICE != "cuda" or not cuda_kernels_available() or torch.cuda.get_device_capability()[0] < 9:
+            pytest.skip("fastkd-cuda needs an sm_90 GPU and fastkd._C built with its CUDA kernels")
+        return _fastkd(divergence, "cuda")
     if provider == "fastkd-cpu":
         if DEVICE != "cpu" or not extension_available():
             pytest.skip("fastkd-cpu needs CPU tensors and the built extension fastkd._C")

@@ -55,16 +55,16 @@ FASTKD_INLINE float exp_shifted(const float* x, float max, float* e, int64_t n, 
 }
 
 // log(exp(x) + exp(y)), −inf where both vanish.
-FASTKD_INLINE float log_add_exp(float x, float y) {
+FASTKD_HD float log_add_exp(float x, float y) {
   const float top = x > y ? x : y;
   const float safe = top == kNegInf ? 0.0f : top;
   return safe + fast_log(fast_exp(x - safe) + fast_exp(y - safe));
 }
 
 // Elementwise loss term and h = q·∂ℓ/∂q for la = log p, lb = log q (AKL: forward-KL term, h = the
-// reverse-KL term, which its gradient needs).
+// reverse-KL term, which its gradient needs). Shared with the CUDA kernels (csrc/cuda/).
 template <int DIV>
-FASTKD_INLINE void terms(float la, float lb, float p, float q, const RowParams& rp, float& term, float& h) {
+FASTKD_HD void terms(float la, float lb, float p, float q, const RowParams& rp, float& term, float& h) {
   if constexpr (DIV == FORWARD_KL || DIV == AKL) {
     term = p > 0.0f ? p * (la - lb) : 0.0f;
     h = DIV == AKL ? (q > 0.0f ? q * (lb - la) : 0.0f) : -p;

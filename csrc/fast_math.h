@@ -18,26 +18,42 @@
 #define FASTKD_INLINE inline
 #endif
 
+// The maths shared by the CPU kernels and the CUDA kernels of csrc/cuda/ (this header and terms<DIV>
+// in divergence_row.h): host and device functions under nvcc, plain FASTKD_INLINE functions otherwise.
+#if defined(__CUDACC__)
+#define FASTKD_HD __host__ __device__ __forceinline__
+#else
+#define FASTKD_HD FASTKD_INLINE
+#endif
+
 namespace fastkd {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr float kPosInf = std::numeric_limits<float>::infinity();
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-FASTKD_INLINE float bits_to_float(std::int32_t bits) {
+FASTKD_HD float bits_to_float(std::int32_t bits) {
+#if defined(__CUDA_ARCH__)
+  return __int_as_float(bits);
+#else
   float x;
   std::memcpy(&x, &bits, sizeof x);
   return x;
+#endif
 }
 
-FASTKD_INLINE std::int32_t float_to_bits(float x) {
+FASTKD_HD std::int32_t float_to_bits(float x) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_int(x);
+#else
   std::int32_t bits;
   std::memcpy(&bits, &x, sizeof bits);
   return bits;
+#endif
 }
 
 // exp(x); 0 for x < -87.3 (so exp(-inf) = 0), inputs above 88.3 clamp there.
-FASTKD_INLINE float fast_exp(float x) {
+FASTKD_HD float fast_exp(float x) {
   const float xc = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
   const float shifter = 12582912.0f;  // 1.5·2^23: adding it rounds to an integer in the low bits
   const float t = xc * 1.44269504088896341f + shifter;
@@ -56,7 +72,7 @@ FASTKD_INLINE float fast_exp(float x) {
 }
 
 // log(x) for x >= 0: -inf at 0 (and for denormals); finite positive normals otherwise.
-FASTKD_INLINE float fast_log(float x) {
+FASTKD_HD float fast_log(float x) {
   const std::int32_t bits = float_to_bits(x);
   std::int32_t e = (bits >> 23) - 126;                                 // x = m·2^e, m in [0.5, 1)
   float m = bits_to_float((bits & 0x007FFFFF) | 0x3F000000);

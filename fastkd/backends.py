@@ -1,11 +1,12 @@
 """Backend resolution, in one place: which implementation runs a call.
 
 ``auto`` picks Triton for CUDA tensors (when Triton imports), the C++ kernels of ``fastkd._C`` for CPU
-tensors (when the extension is built) and the PyTorch reference otherwise. The CUDA kernels of the
-``cuda`` backend are not built yet. The environment variable ``FASTKD_BACKEND`` may change what
-``auto`` means, never an explicit argument. The first CPU call where ``auto`` falls back because the
-extension is not built warns once, with the reinstall command; :func:`backend_report` says what is
-built and usable here.
+tensors (when the extension is built) and the PyTorch reference otherwise. The ``cuda`` backend (the
+Hopper cluster kernels of ``csrc/cuda/``, divergence family only) is opt-in: ``auto`` takes it only
+for the combinations in :data:`CUDA_WINNERS`, where a committed GPU benchmark showed it faster than
+Triton. The environment variable ``FASTKD_BACKEND`` may change what ``auto`` means, never an explicit
+argument. The first CPU call where ``auto`` falls back because the extension is not built warns
+once, with the reinstall command; :func:`backend_report` says what is built and usable here.
 """
 
 from __future__ import annotations
@@ -13,12 +14,34 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
+from typing import NamedTuple
 
 import torch
 
 BACKENDS: tuple[str, ...] = ("auto", "triton", "cuda", "cpu", "torch")
 ENV_VARIABLE = "FASTKD_BACKEND"
 FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+DIVERGENCE_FUSED: tuple[str, ...] = ("triton", "cuda", "cpu")  # the divergence family's fused backends
+CUDA_BUILD_HINT = (
+    "reinstall on a machine with nvcc and a CUDA build of torch: pip install --no-build-isolation -e . "
+    "(FASTKD_CUDA_ARCHS=90a is the default target)"
+)
+
+
+class CudaWin(NamedTuple):
+    """One measured win of the cuda backend over Triton: a divergence, a dtype, V in [v_min, v_max], on
+    a GPU whose name contains ``gpu``; ``source`` names the committed result in bench/results/."""
+
+    divergence: str
+    dtype: torch.dtype
+    v_min: int
+    v_max: int
+    gpu: str
+    source: str
+
+
+# The one table of measured winners. Empty: no GPU benchmark of the cuda backend is committed yet.
+CUDA_WINNERS: tuple[CudaWin, ...] = ()
 
 
 def triton_available() -> bool:
@@ -37,12 +60,35 @@ def _extension_loads() -> bool:
     return True
 
 
-_EXTENSION = _extension_loads()  # once, at import: a plain constant for torch.compile to read
+def _cuda_kernels_built() -> bool:
+    if not _EXTENSION:
+        return False
+    import fastkd._C
+
+    return bool(getattr(fastkd._C, "cuda_kernels", False))
+
+
+_EXTENSION = _extension_loads()  # once, at import: plain constants for torch.compile to read
+_CUDA_KERNELS = _cuda_kernels_built()
 
 
 def extension_available() -> bool:
     """Whether the C++ extension ``fastkd._C`` is built and loads."""
     return _EXTENSION
+
+
+def cuda_kernels_available() -> bool:
+    """Whether ``fastkd._C`` was built with the CUDA cluster kernels (``backend="cuda"``)."""
+    return _CUDA_KERNELS
+
+
+def cuda_measured_faster(divergence: str | None, tensor: torch.Tensor) -> bool:
+    """Whether :data:`CUDA_WINNERS` holds a win for ``divergence`` at ``tensor``'s dtype, V and GPU."""
+    if divergence is None or not tensor.is_cuda:
+        return False
+    wins = [w for w in CUDA_WINNERS if w.divergence == divergence and w.dtype == tensor.dtype]
+    wins = [w for w in wins if w.v_min <= tensor.shape[-1] <= w.v_max]
+    return bool(wins) and any(w.gpu in torch.cuda.get_device_name(tensor.device) for w in wins)
 
 
 def check_backend_name(backend: object) -> str:
@@ -71,9 +117,11 @@ def _warn_cpu_fallback() -> None:
     )
 
 
-def _auto(tensor: torch.Tensor, fused: tuple[str, ...]) -> str:
+def _auto(tensor: torch.Tensor, fused: tuple[str, ...], divergence: str | None) -> str:
     if tensor.dtype not in FUSED_DTYPES:
         return "torch"
+    if "cuda" in fused and cuda_kernels_available() and cuda_measured_faster(divergence, tensor):
+        return "cuda"
     if tensor.is_cuda and "triton" in fused and triton_available():
         return "triton"
     if tensor.device.type == "cpu" and "cpu" in fused:
@@ -85,7 +133,8 @@ def _auto(tensor: torch.Tensor, fused: tuple[str, ...]) -> str:
 
 def backend_report() -> dict[str, object]:
     """What is built and usable here, for ``fastkd info``: triton importable and interpreted, the C++
-    extension built (and the SIMD clone its row kernels run where the CPU is known), torch threads."""
+    extension built (and the SIMD clone its row kernels run where the CPU is known, and whether it
+    holds the CUDA kernels of ``backend="cuda"``), torch threads."""
     return {
         "torch": torch.__version__,
         "triton_available": triton_available(),
@@ -93,6 +142,7 @@ def backend_report() -> dict[str, object]:
         "cuda_available": torch.cuda.is_available(),
         "extension_built": extension_available(),
         "extension_simd": _simd_clone() if extension_available() else None,
+        "cuda_kernels_built": cuda_kernels_available(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
@@ -116,6 +166,9 @@ def _simd_clone() -> str:
 def _check_usable(backend: str, tensor: torch.Tensor) -> None:
     if backend == "cpu":
         _check_cpu(tensor)
+        return
+    if backend == "cuda":
+        _check_cuda(tensor)
         return
     if backend != "triton":
         return
@@ -142,16 +195,40 @@ def _check_cpu(tensor: torch.Tensor) -> None:
         raise TypeError(f"backend 'cpu' takes float32, bfloat16 or float16 logits, got {tensor.dtype}")
 
 
-def resolve(backend: object, tensor: torch.Tensor, fused: tuple[str, ...] = ("triton", "cpu")) -> str:
+def _check_cuda(tensor: torch.Tensor) -> None:
+    if not cuda_kernels_available():
+        raise RuntimeError(
+            "backend 'cuda' needs fastkd._C built with its CUDA kernels, which this installation lacks "
+            f"(torch without CUDA or no nvcc at build time); {CUDA_BUILD_HINT}; or use backend='triton'"
+        )
+    if not tensor.is_cuda:
+        raise RuntimeError(f"backend 'cuda' needs CUDA tensors, got {tensor.device}")
+    major, minor = torch.cuda.get_device_capability(tensor.device)
+    if major < 9:
+        raise RuntimeError(
+            f"backend 'cuda' runs thread-block clusters of sm_90 (Hopper) or newer; {tensor.device} is "
+            f"sm_{major}{minor}: use backend='triton'"
+        )
+    if tensor.dtype not in FUSED_DTYPES:
+        raise TypeError(f"backend 'cuda' takes float32, bfloat16 or float16 logits, got {tensor.dtype}")
+
+
+def resolve(
+    backend: object,
+    tensor: torch.Tensor,
+    fused: tuple[str, ...] = ("triton", "cpu"),
+    divergence: str | None = None,
+) -> str:
     """The concrete backend for ``tensor``: validates the name and that the backend can run here.
 
     ``fused`` names the fused backends the calling loss has kernels for (every loss has ``torch``);
     ``auto`` and a ``FASTKD_BACKEND`` override choose among them, an explicit other name is an error.
+    ``divergence`` (the divergence family) lets ``auto`` consult :data:`CUDA_WINNERS`.
     """
     name = check_backend_name(backend)
     if name == "auto":
         override = check_backend_name(os.environ.get(ENV_VARIABLE, "auto"))
-        name = override if override in (*fused, "torch") else _auto(tensor, fused)
+        name = override if override in (*fused, "torch") else _auto(tensor, fused, divergence)
     elif name not in (*fused, "torch"):
         raise ValueError(
             f"backend {name!r} has no kernels for this loss; use one of {['auto', *fused, 'torch']}"

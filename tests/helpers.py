@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import fastkd.losses as L
-from fastkd.backends import extension_available
+from fastkd.backends import cuda_kernels_available, extension_available
 from tests.conftest import DEVICE
 from tests.oracle import oracle_kd_loss
 
@@ -17,6 +17,10 @@ PARAM_NAME = {"jsd": "beta", "skew_kl": "alpha", "skew_reverse_kl": "alpha", "ak
 TEST_PARAM = {"jsd": 0.3, "skew_kl": 0.2, "skew_reverse_kl": 0.25, "akl": 0.5}
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 HAS_CPU_EXTENSION = extension_available()
+# backend="cuda" runs where fastkd._C holds the cluster kernels and the GPU is sm_90 or newer.
+HAS_CUDA_KERNELS = (
+    cuda_kernels_available() and DEVICE == "cuda" and torch.cuda.get_device_capability()[0] >= 9
+)
 # The losses whose only fused kernels are Triton's (ranking, sparse, TAID): for them backend="cpu" is an
 # error (tests/test_errors.py), so their tests run the torch and triton backends.
 TRITON_ONLY_BACKENDS = [
@@ -29,6 +33,12 @@ BACKENDS = [
         "cpu",
         marks=pytest.mark.skipif(
             not HAS_CPU_EXTENSION or DEVICE != "cpu", reason="needs CPU tensors and the built fastkd._C"
+        ),
+    ),
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(
+            not HAS_CUDA_KERNELS, reason="needs an sm_90 GPU and fastkd._C built with its CUDA kernels"
         ),
     ),
 ]

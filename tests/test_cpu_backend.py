@@ -139,3 +139,22 @@ def test_no_n_by_v_fp32_buffer(divergence):
         measure(lambda: L.kd_loss(student, u, divergence, backend="torch").backward(), "cpu").peak
         > fp32_buffer
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("divergence", DIVERGENCES)
+def test_shared_terms_on_every_branch(divergence, dtype):
+    """terms<DIV>, log_add_exp, fast_exp and fast_log (csrc/divergence_row.h, csrc/fast_math.h) are
+    the __host__ __device__ maths that the CUDA cluster kernels compile too: through the CPU kernels,
+    against the fp64 oracle, on rows that reach each of their branches: p = 0 < q (teacher -inf where
+    the divergence is finite there), p = q = 0 (both -inf), p = q (identical rows: tvd's sign(0), the
+    mixture equal to both), and logit gaps over 100 (exp underflow, log of tiny mixtures)."""
+    z, u = pair(5, 300, seed=11)
+    if divergence not in ("reverse_kl", "akl"):  # +inf there: the convention of issue 8
+        u[1, :10] = float("-inf")
+    z[2, :10] = u[2, :10] = float("-inf")
+    z[3] = u[3]
+    z[4, ::7] += 120.0
+    u[4, 3::11] -= 110.0
+    options = dict(temperature=0.8, reduction="none", **family_kwargs(divergence))
+    assert_matches_oracle(z.to(dtype), u.to(dtype), divergence, "cpu", grad_output=0.7, **options)

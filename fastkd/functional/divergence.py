@@ -9,7 +9,8 @@ detached) and these keyword options:
 - ``reduction``: ``"mean"`` over valid tokens (0 when none is valid), ``"sum"`` or ``"none"``;
 - ``num_items_in_batch``: replaces the number of valid tokens as the mean's divisor;
 - ``hard_label_weight`` w: returns (1 − w)·divergence + w·CE(z, labels), CE at T = 1;
-- ``backend``: ``"auto"``, ``"triton"``, ``"cuda"``, ``"cpu"`` or ``"torch"``;
+- ``backend``: ``"auto"``, ``"triton"``, ``"cuda"`` (opt-in: the Hopper cluster kernels, sm_90, when
+  ``fastkd._C`` is built with them), ``"cpu"`` or ``"torch"``;
 - ``inplace_grad``: fused backends write the gradient over ``student_logits`` (saves one [N, V]);
   refused for a leaf that requires grad and for expanded or overlapping logits; never done when no
   gradient is taken;
@@ -35,7 +36,7 @@ from typing import Any
 
 import torch
 
-from fastkd.backends import resolve
+from fastkd.backends import DIVERGENCE_FUSED, resolve
 from fastkd.boundary.inputs import (
     check_finite_inputs,
     check_inplace_grad,
@@ -105,7 +106,7 @@ def kd_loss(
     )
     flat = prepare(student_logits, teacher_logits, options, labels, mask, num_items_in_batch)
     check_finite_inputs(check_finite, flat, temperature)
-    name = resolve(backend, flat.student)
+    name = resolve(backend, flat.student, fused=DIVERGENCE_FUSED, divergence=options.divergence)
     if name == "torch":
         return reference.divergence_loss(flat, options)
     if not gradient_wanted(flat.student):

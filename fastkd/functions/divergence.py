@@ -8,6 +8,7 @@ from fastkd.boundary.inputs import reduce_rows
 from fastkd.boundary.options import DivergenceOptions
 from fastkd.ops.divergence import divergence_fwd, divergence_loss
 from fastkd.ops.divergence_cpu import divergence_cpu, divergence_loss_cpu
+from fastkd.ops.divergence_cuda import divergence_op_for
 from fastkd.ops.rescale import rescale_
 
 DOUBLE_BACKWARD = (
@@ -78,9 +79,12 @@ def divergence_rows(
     options: DivergenceOptions,
     backend: str = "triton",
 ) -> torch.Tensor:
-    """Per-row losses of the fused kernel of ``backend`` (``"triton"`` or ``"cpu"``), which writes
-    ∂loss_n/∂student · ``grad_scale`` into ``grad``."""
-    op = divergence_cpu if backend == "cpu" else divergence_fwd
+    """Per-row losses of the fused kernel of ``backend`` (``"triton"``, ``"cuda"`` or ``"cpu"``), which
+    writes ∂loss_n/∂student · ``grad_scale`` into ``grad``."""
+    if backend == "cuda":
+        op = divergence_op_for(student, teacher)
+    else:
+        op = divergence_cpu if backend == "cpu" else divergence_fwd
     return op(
         student,
         teacher,
@@ -103,7 +107,8 @@ def divergence_value(
     options: DivergenceOptions,
     backend: str = "triton",
 ) -> torch.Tensor:
-    """Per-row losses of the fused kernel of ``backend`` without any gradient work (evaluation)."""
+    """Per-row losses of the fused kernel of ``backend`` without any gradient work (evaluation);
+    ``"cuda"`` runs the Triton kernel's loss-only pass (the cluster kernel always writes a gradient)."""
     op = divergence_loss_cpu if backend == "cpu" else divergence_loss
     return op(
         student,
@@ -123,7 +128,8 @@ class DivergenceFunction(torch.autograd.Function):
     Inputs are the flattened [N, V] student and teacher, the bool [N] valid tokens, int64 [N] labels
     (or None), the mean's fp32 divisor, the options, the loss's leading shape (for ``"none"``), whether
     to write the gradient over the student, and the fused backend: ``"triton"`` (op
-    ``fastkd::divergence_fwd``) or ``"cpu"`` (op ``fastkd::divergence_cpu``, the C++ kernels).
+    ``fastkd::divergence_fwd``), ``"cuda"`` (op ``fastkd::divergence_cuda``, the Hopper cluster kernels)
+    or ``"cpu"`` (op ``fastkd::divergence_cpu``, the C++ kernels).
     Backward only rescales the stored gradient by ``grad_output``, in place, so no second [N, V]
     tensor exists; hence one backward per forward (a second one raises), and no double backward.
     """

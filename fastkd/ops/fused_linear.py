@@ -105,17 +105,19 @@ def _row_op(
     t: torch.Tensor | None,
     scale: torch.Tensor,
     options: tuple,
-) -> torch.Tensor:
-    """Per-row losses of the chunk; the kernel writes scale·∂ℓ/∂z over ``z``."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-row losses of the chunk, scale·∂ℓ/∂z): the kernel writes the gradient over ``z``, except
+    the sparse kernel, which reads the student again after writing and gets its own buffer."""
     divergence, param, temperature, hard_w, renormalize = options
     if kind == "taid":
-        return taid_fwd(z, u, valid, t, scale, z, temperature)
+        return taid_fwd(z, u, valid, t, scale, z, temperature), z
     if kind == "sparse":
         indices, logprobs, rest = (x.index_select(0, rows) for x in sparse)
-        return sparse_kl_fwd(z, indices, logprobs, rest, valid, scale, z, renormalize, temperature)
+        grad = torch.empty_like(z)
+        return sparse_kl_fwd(z, indices, logprobs, rest, valid, scale, grad, renormalize, temperature), grad
     op = divergence_cpu if backend == "cpu" else divergence_fwd
     chunk_labels = None if labels is None else labels.index_select(0, rows)
-    return op(z, u, valid, chunk_labels, scale, z, divergence, param, temperature, hard_w)
+    return op(z, u, valid, chunk_labels, scale, z, divergence, param, temperature, hard_w), z
 
 
 @torch.library.custom_op("fastkd::fused_linear_fwd", mutates_args=(), device_types=("cuda", "cpu"))
@@ -172,15 +174,17 @@ def fused_linear_fwd(
         u = None if kind == "sparse" else _teacher_chunk(rows, teacher, teacher_logits, t_scale, t_cap)
         sparse = (topk_indices, topk_logprobs, rest)
         chunk_valid = all_valid[: rows.shape[0]]
-        rows_loss = _row_op(kind, backend, z, u, rows, sparse, chunk_valid, labels, t, kernel_scale, options)
+        rows_loss, g = _row_op(
+            kind, backend, z, u, rows, sparse, chunk_valid, labels, t, kernel_scale, options
+        )
         loss.index_copy_(0, rows, rows_loss)
         if not need_grad:
             continue
         if chain is not None:
-            z.mul_(chain)
+            g.mul_(chain)
         if per_row:
-            z.mul_(row_scale.index_select(0, rows)[:, None])
-        student.backward(rows, h, z, grads)
+            g.mul_(row_scale.index_select(0, rows)[:, None])
+        student.backward(rows, h, g, grads)
     return (loss, *grads)
 
 

@@ -207,7 +207,7 @@ def fused_linear_fwd(
     with ``need_grad`` False they are empty [0] tensors and no backward GEMM runs.
     ``kind``: "divergence" (with divergence, param, hard_label_weight), "taid" (``t``) or "sparse"
     (top-k teacher, ``rest``, the log rest mass, and ``renormalize``). ``transforms`` = [s_student,
-    cap_student, s_teacher, cap_teacher] (cap 0: none). ``backend``: "triton" or "cpu" (the row kernels' family).
+    cap_student, s_teacher, cap_teacher] (cap 0: none). ``backend``: "triton" or "cpu" (row kernels).
     """
     s_scale, s_cap, t_scale, t_cap = transforms
     loss, grads = _outputs(hidden, weight, bias, grad_weight_dtype, need_grad)

@@ -10,7 +10,7 @@ import torch
 from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from fastkd.trainer.args import DistillationArguments
-from fastkd.trainer.cli import _build_parser
+from fastkd.trainer.cli import build_parser
 from fastkd.trainer.trainer import DistillationTrainer
 
 VOCAB = 67
@@ -58,7 +58,7 @@ def test_one_fused_step_equals_the_unfused_step(tmp_path, kind, loss_name, optio
     labels[:, :4] = -100
     batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
     student, teacher = _model(kind, 0), _model(kind, 1)
-    kw = dict(loss_name=loss_name, temperature=1.5, kd_backend="cpu", **options)
+    kw = dict(loss_name=loss_name, temperature=1.5, hard_label_weight=0.2, kd_backend="cpu", **options)
     loss, params = _step(tmp_path, copy.deepcopy(student), teacher, batch, **kw)
     fused_loss, fused_params = _step(
         tmp_path, copy.deepcopy(student), teacher, batch, fused_linear=True, **kw
@@ -98,5 +98,5 @@ def test_bad_combinations_and_cli_flag(tmp_path) -> None:
         )
         with pytest.raises(ValueError, match=message):
             trainer.compute_loss(student, dict(batch))
-    parsed = _build_parser().parse_args(["lm", "distill", "--output", str(tmp_path), "--fused-linear"])
+    parsed = build_parser().parse_args(["lm", "distill", "--output", str(tmp_path), "--fused-linear"])
     assert parsed.fused_linear

@@ -3,7 +3,8 @@
 // Per valid row of V logits a thread converts teacher and student to fp32 row buffers (reads 2·V
 // input elements once), then works on those buffers while they sit in its L2 cache: the statistics
 // pass (exp of both rows), the terms pass (loss, h = q·∂ℓ/∂q and c = Σ h), AKL's head search, and
-// the gradient pass, which writes V elements in the student's dtype. Scratch is six V-length fp32
+// the gradient pass, which writes V elements in the student's dtype (nothing without ``grad``: the
+// loss-only evaluation pass). Scratch is six V-length fp32
 // buffers (and one int32 for AKL) per thread, so memory beyond the gradient is O(threads·V), never
 // [N, V]. A row's result does not depend on the thread that computes it or on the thread count.
 //
@@ -45,7 +46,7 @@ struct Call {
   bool hard;
 };
 
-// out = k·x in fp32, or k·cap·tanh(x/cap) for a softcap cap > 0; returns max(out).
+// out = k·x in fp32, or k·cap·tanh(x/cap) for a softcap cap > 0 (the fused-linear path); returns max(out).
 template <typename T>
 FASTKD_CLONES float load_row(const void* src, int64_t n, float k, float cap, float* out) {
   const T* x = static_cast<const T*>(src);
@@ -66,7 +67,7 @@ FASTKD_CLONES float load_row(const void* src, int64_t n, float k, float cap, flo
   return m;
 }
 
-// The softcap's chain factor on the gradient: h_i *= 1 − tanh², tanh = z_i/cap = b_i/(cap·inv_t).
+// The student softcap's chain factor on the gradient: h_i *= 1 − tanh², tanh = z_i/cap = b_i/(cap·inv_t).
 FASTKD_CLONES void chain_softcap(const float* b, int64_t n, float cap, float inv_t, float* h) {
   const float k = 1.0f / (cap * inv_t);
 #pragma omp simd
@@ -105,9 +106,12 @@ Storer storer(at::ScalarType dtype) {
   return by_dtype<Storer>(dtype, store_row<float>, store_row<c10::BFloat16>, store_row<c10::Half>);
 }
 
-// Loss and, in row.h, the unscaled-by-T soft gradient (h − q·c); AKL mixes its two KLs.
+// Loss and, in row.h, the unscaled-by-T soft gradient (h − q·c); AKL mixes its two KLs. ``infinite``
+// says the loss is +inf because the teacher is −inf where the student has mass (reverse KL, skew
+// reverse KL at α = 0, AKL's reverse part when its weight is > 0): that row gets a zero gradient.
 template <int DIV>
-FASTKD_CLONES float soft_part(const Row& row, int64_t n, const RowStats& st, const Call& call, float max_a) {
+FASTKD_CLONES float soft_part(const Row& row, int64_t n, const RowStats& st, const Call& call, float max_a,
+                              bool* infinite) {
   float c = 0.0f;
   const float loss = terms_pass<DIV>(row.a, row.b, row.p, row.q, row.h, n, st, call.rp, &c);
   if constexpr (DIV == AKL) {
@@ -117,47 +121,63 @@ FASTKD_CLONES float soft_part(const Row& row, int64_t n, const RowStats& st, con
     const float total = std::max(g_head + g_tail, 1e-8f);
     const float w_head = g_head / total, w_tail = g_tail / total;
     const float rkl = c;
+    const bool tail = w_tail > 0.0f;  // a weight-0 reverse part drops out, even where it is +inf
+    *infinite = tail && rkl == kPosInf;
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
-      row.h[i] = w_head * (row.q[i] - row.p[i]) + w_tail * (row.h[i] - row.q[i] * rkl);
+      const float tail_grad = tail ? w_tail * (row.h[i] - row.q[i] * rkl) : 0.0f;
+      row.h[i] = w_head * (row.q[i] - row.p[i]) + tail_grad;
     }
-    return w_head * loss + w_tail * rkl;
+    return w_head * loss + (tail ? w_tail * rkl : 0.0f);
   } else {
     if constexpr (DIV == FORWARD_KL || DIV == SOFT_CE) c = -1.0f;
+    *infinite = c == kPosInf;
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) row.h[i] = row.h[i] - row.q[i] * c;
     return loss;
   }
 }
 
-float dispatch_soft(const Row& row, int64_t n, const RowStats& st, const Call& call, float max_a) {
+float dispatch_soft(const Row& row, int64_t n, const RowStats& st, const Call& call, float max_a,
+                    bool* infinite) {
   switch (call.div) {
     case FORWARD_KL:
-      return soft_part<FORWARD_KL>(row, n, st, call, max_a);
+      return soft_part<FORWARD_KL>(row, n, st, call, max_a, infinite);
     case SOFT_CE:
-      return soft_part<SOFT_CE>(row, n, st, call, max_a);
+      return soft_part<SOFT_CE>(row, n, st, call, max_a, infinite);
     case REVERSE_KL:
-      return soft_part<REVERSE_KL>(row, n, st, call, max_a);
+      return soft_part<REVERSE_KL>(row, n, st, call, max_a, infinite);
     case JSD:
-      return soft_part<JSD>(row, n, st, call, max_a);
+      return soft_part<JSD>(row, n, st, call, max_a, infinite);
     case SKEW_KL:
-      return soft_part<SKEW_KL>(row, n, st, call, max_a);
+      return soft_part<SKEW_KL>(row, n, st, call, max_a, infinite);
     case SKEW_REVERSE_KL:
-      return soft_part<SKEW_REVERSE_KL>(row, n, st, call, max_a);
+      return soft_part<SKEW_REVERSE_KL>(row, n, st, call, max_a, infinite);
     case TVD:
-      return soft_part<TVD>(row, n, st, call, max_a);
+      return soft_part<TVD>(row, n, st, call, max_a, infinite);
     default:
-      return soft_part<AKL>(row, n, st, call, max_a);
+      return soft_part<AKL>(row, n, st, call, max_a, infinite);
   }
 }
 
-// One valid row: returns its loss and leaves the scaled fp32 gradient in row.h.
+// One valid row: returns its loss and leaves the scaled fp32 gradient in row.h. A row with NaN or
+// +inf in either input, or −inf everywhere, has a non-finite log-sum-exp (NaN reaches the sum, and
+// inf − inf is NaN): its loss and gradient are NaN. A +inf divergence gives a zero gradient.
 FASTKD_CLONES float valid_row(const Row& row, int64_t n, const Call& call, float max_a, float max_b,
                               int64_t label) {
   RowStats st;
   st.lse_a = exp_shifted(row.a, max_a, row.p, n, &st.inv_sum_a);
   st.lse_b = exp_shifted(row.b, max_b, row.q, n, &st.inv_sum_b);
-  const float soft = dispatch_soft(row, n, st, call, max_a);
+  if (!(std::fabs(st.lse_a) < kPosInf && std::fabs(st.lse_b) < kPosInf)) {
+    std::fill(row.h, row.h + n, kNaN);
+    return kNaN;
+  }
+  bool infinite = false;
+  const float soft = dispatch_soft(row, n, st, call, max_a, &infinite);
+  if (infinite) {
+    std::fill(row.h, row.h + n, 0.0f);
+    return kPosInf;
+  }
   const float k_soft = call.inv_t * call.scale * (call.hard ? 1.0f - call.hard_w : 1.0f);
   if (!call.hard) {
 #pragma omp simd
@@ -178,14 +198,16 @@ FASTKD_CLONES float valid_row(const Row& row, int64_t n, const Call& call, float
 
 at::Tensor divergence_fwd_cpu(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& valid,
                               const std::optional<at::Tensor>& labels, const at::Tensor& scale,
-                              at::Tensor& grad, int64_t divergence, double param, double temperature,
-                              double hard_label_weight, double lw1, double lw2, double student_softcap,
-                              double teacher_softcap) {
-  TORCH_CHECK(student.dim() == 2 && teacher.sizes() == student.sizes() && grad.sizes() == student.sizes(),
+                              const std::optional<at::Tensor>& grad, int64_t divergence, double param,
+                              double temperature, double hard_label_weight, double lw1, double lw2,
+                              double student_softcap, double teacher_softcap) {
+  const bool write = grad.has_value();
+  TORCH_CHECK(student.dim() == 2 && teacher.sizes() == student.sizes() &&
+                  (!write || grad->sizes() == student.sizes()),
               "student, teacher and grad must be [N, V] of one shape");
-  TORCH_CHECK(student.stride(1) == 1 && teacher.stride(1) == 1 && grad.stride(1) == 1,
+  TORCH_CHECK(student.stride(1) == 1 && teacher.stride(1) == 1 && (!write || grad->stride(1) == 1),
               "student, teacher and grad need unit stride along V");
-  TORCH_CHECK(grad.scalar_type() == student.scalar_type(), "grad must have the student's dtype");
+  TORCH_CHECK(!write || grad->scalar_type() == student.scalar_type(), "grad must have the student's dtype");
   TORCH_CHECK(valid.scalar_type() == at::kBool && valid.is_contiguous() && valid.numel() == student.size(0),
               "valid must be a contiguous bool [N] tensor");
   TORCH_CHECK(divergence >= FORWARD_KL && divergence <= AKL, "unknown divergence index ", divergence);
@@ -204,7 +226,7 @@ at::Tensor divergence_fwd_cpu(const at::Tensor& student, const at::Tensor& teach
                   static_cast<float>(teacher_softcap),
                   hard};
   const Loader load_s = loader(student.scalar_type()), load_t = loader(teacher.scalar_type());
-  const Storer store_g = storer(grad.scalar_type());
+  const Storer store_g = storer(student.scalar_type());
   const int threads = static_cast<int>(std::min<int64_t>(std::max(at::get_num_threads(), 1), rows));
   auto scratch = at::empty({threads, kBuffers * n}, student.options().dtype(at::kFloat));
   auto order = at::empty({divergence == AKL ? threads : 0, n}, student.options().dtype(at::kInt));
@@ -213,10 +235,10 @@ at::Tensor divergence_fwd_cpu(const at::Tensor& student, const at::Tensor& teach
   float* loss_ptr = loss.data_ptr<float>();
   const auto* s_base = static_cast<const char*>(student.data_ptr());
   const auto* t_base = static_cast<const char*>(teacher.data_ptr());
-  auto* g_base = static_cast<char*>(grad.data_ptr());
+  auto* g_base = write ? static_cast<char*>(grad->data_ptr()) : nullptr;
   const int64_t s_step = student.stride(0) * student.element_size();
   const int64_t t_step = teacher.stride(0) * teacher.element_size();
-  const int64_t g_step = grad.stride(0) * grad.element_size();
+  const int64_t g_step = write ? grad->stride(0) * grad->element_size() : 0;
   const int64_t chunk = std::max<int64_t>(1, 8192 / n);
 #pragma omp parallel num_threads(threads)
   {
@@ -231,11 +253,11 @@ at::Tensor divergence_fwd_cpu(const at::Tensor& student, const at::Tensor& teach
         const float max_a = load_t(t_base + r * t_step, n, call.inv_t, call.t_cap, row.a);
         if (hard) load_s(s_base + r * s_step, n, 1.0f, call.s_cap, row.z);
         loss_ptr[r] = valid_row(row, n, call, max_a, max_b, hard ? label_ptr[r] : 0);
-        if (call.s_cap > 0.0f) chain_softcap(row.b, n, call.s_cap, call.inv_t, row.h);
-      } else {
+        if (write && call.s_cap > 0.0f) chain_softcap(row.b, n, call.s_cap, call.inv_t, row.h);
+      } else if (write) {
         std::fill(row.h, row.h + n, 0.0f);
       }
-      store_g(row.h, n, g_base + r * g_step);
+      if (write) store_g(row.h, n, g_base + r * g_step);
     }
   }
   return loss;

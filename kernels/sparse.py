@@ -16,12 +16,15 @@ buckets and b = z/T the tempered student logits, the program
   slots' loss terms Σ p̃_k (log p̃_k − log q_k) to the rest bucket's.
 
 Traffic per row: 2·V reads + V writes + O(k); no [N, V] buffer besides the gradient.
+
+A student row with NaN or +inf, or −inf everywhere, has a non-finite lse_all (NaN reaches the sums):
+its loss and gradient row are NaN. (Teacher slots are checked at the boundary.)
 """
 
 import triton
 import triton.language as tl
 
-from .divergence import NEG_INF, _online_lse
+from .divergence import NAN, NEG_INF, POS_INF, _fill_row, _online_lse
 
 
 @triton.jit
@@ -90,7 +93,19 @@ def _slot_lses(s_row, idx_row, lp_row, k, inv_t, K_BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _slot_pass(s_row, idx_row, lp_row, g_row, k, inv_t, lse_t, lse_all, coef, K_BLOCK: tl.constexpr):
+def _slot_pass(
+    s_row,
+    idx_row,
+    lp_row,
+    g_row,
+    k,
+    inv_t,
+    lse_t,
+    lse_all,
+    coef,
+    WRITE_GRAD: tl.constexpr,
+    K_BLOCK: tl.constexpr,
+):
     """Σ p̃_k (log p̃_k − log q_k) over the slots; stores coef·(q_k − p̃_k) at the support indices."""
     loss = tl.zeros((), tl.float32)
     for start in range(0, k, K_BLOCK):
@@ -99,7 +114,8 @@ def _slot_pass(s_row, idx_row, lp_row, g_row, k, inv_t, lse_t, lse_all, coef, K_
         lq = b - lse_all
         p = tl.where(a == NEG_INF, 0.0, tl.exp(lp))
         loss += tl.sum(tl.where(p > 0, p * (lp - lq), 0.0), 0)
-        tl.store(g_row + ids, ((tl.exp(lq) - p) * coef).to(g_row.dtype.element_ty), mask=inside)
+        if WRITE_GRAD:
+            tl.store(g_row + ids, ((tl.exp(lq) - p) * coef).to(g_row.dtype.element_ty), mask=inside)
     return loss
 
 
@@ -121,8 +137,10 @@ def sparse_kl_kernel(
     REST: tl.constexpr,
     BLOCK: tl.constexpr,
     K_BLOCK: tl.constexpr,
+    WRITE_GRAD: tl.constexpr = True,
 ):
-    """Per-token loss (fp32, unscaled) and the scaled gradient w.r.t. the student logits.
+    """Per-token loss (fp32, unscaled) and, if WRITE_GRAD, the scaled gradient w.r.t. the student
+    (without it, for evaluation, nothing but the loss is written and pass C is skipped).
 
     ``idx_ptr``/``lp_ptr``: int64 / fp32 [N, k], contiguous (indices ascending when REST);
     ``rest_ptr``: fp32 [N], the teacher's log rest mass at T = 1 (read only when REST).
@@ -133,31 +151,80 @@ def sparse_kl_kernel(
     idx_row = idx_ptr + row * k
     lp_row = lp_ptr + row * k
     loss = tl.zeros((), tl.float32)
+    fill = tl.zeros((), tl.float32)
     if tl.load(valid_ptr + row) != 0:
         lse_part = _student_lse(s_row, idx_row, V, k, inv_t, REST, BLOCK)
         lse_a, lse_b = _slot_lses(s_row, idx_row, lp_row, k, inv_t, K_BLOCK)
         lse_all = lse_part
-        a_rest = tl.full((), NEG_INF, tl.float32)
         if REST:
             lse_all = _logaddexp(lse_part, lse_b)
-            a_rest = tl.load(rest_ptr + row) * inv_t
-        lse_t = _logaddexp(lse_a, a_rest)
-        coef = tl.where(lse_t == NEG_INF, 0.0, tl.load(scale_ptr) * inv_t)
-        lp_rest = a_rest - _safe(lse_t)
-        p_rest = tl.exp(lp_rest)
-        if REST:
-            loss = tl.where(p_rest > 0, p_rest * (lp_rest - lse_part + lse_all), 0.0)
+        if tl.abs(lse_all) < POS_INF:
+            loss = _sparse_row(
+                s_row,
+                idx_row,
+                lp_row,
+                g_row,
+                rest_ptr + row,
+                V,
+                k,
+                inv_t,
+                lse_part,
+                lse_a,
+                lse_all,
+                tl.load(scale_ptr),
+                REST,
+                WRITE_GRAD,
+                BLOCK,
+                K_BLOCK,
+            )
+        else:
+            loss += NAN
+            fill += NAN
+            if WRITE_GRAD:
+                _fill_row(g_row, V, fill, BLOCK)
+    elif WRITE_GRAD:
+        _fill_row(g_row, V, fill, BLOCK)
+    tl.store(loss_ptr + row, loss)
+
+
+@triton.jit
+def _sparse_row(
+    s_row,
+    idx_row,
+    lp_row,
+    g_row,
+    rest_at,
+    V,
+    k,
+    inv_t,
+    lse_part,
+    lse_a,
+    lse_all,
+    scale,
+    REST: tl.constexpr,
+    WRITE_GRAD: tl.constexpr,
+    BLOCK: tl.constexpr,
+    K_BLOCK: tl.constexpr,
+):
+    """Loss and gradient of one valid, finite row (passes C and the slots)."""
+    loss = tl.zeros((), tl.float32)
+    a_rest = tl.full((), NEG_INF, tl.float32)
+    if REST:
+        a_rest = tl.load(rest_at) * inv_t
+    lse_t = _logaddexp(lse_a, a_rest)
+    coef = tl.where(lse_t == NEG_INF, 0.0, scale * inv_t)
+    lp_rest = a_rest - _safe(lse_t)
+    p_rest = tl.exp(lp_rest)
+    if REST:
+        loss = tl.where(p_rest > 0, p_rest * (lp_rest - lse_part + lse_all), 0.0)
+    if WRITE_GRAD:
         for start in range(0, V, BLOCK):
             cols = start + tl.arange(0, BLOCK)
             b = tl.load(s_row + cols, mask=cols < V, other=NEG_INF).to(tl.float32) * inv_t
             grad = tl.exp(b - lse_all)
             if REST:
                 grad -= p_rest * tl.exp(tl.minimum(b - _safe(lse_part), 0.0))
-            tl.store(g_row + cols, (grad * coef).to(g_ptr.dtype.element_ty), mask=cols < V)
+            tl.store(g_row + cols, (grad * coef).to(g_row.dtype.element_ty), mask=cols < V)
         tl.debug_barrier()
-        loss += _slot_pass(s_row, idx_row, lp_row, g_row, k, inv_t, lse_t, lse_all, coef, K_BLOCK)
-    else:
-        for start in range(0, V, BLOCK):
-            cols = start + tl.arange(0, BLOCK)
-            tl.store(g_row + cols, tl.zeros((BLOCK,), tl.float32).to(g_ptr.dtype.element_ty), mask=cols < V)
-    tl.store(loss_ptr + row, loss)
+    slots = _slot_pass(s_row, idx_row, lp_row, g_row, k, inv_t, lse_t, lse_all, coef, WRITE_GRAD, K_BLOCK)
+    return loss + slots

@@ -28,10 +28,11 @@ class FusedLinearKDLoss(FixedOptionsLoss):
     ``teacher_topk_indices`` + ``teacher_topk_logprobs`` as keywords), the biases, labels, mask,
     num_items_in_batch, and optionally ``t`` (overrides a fixed one: TAID's schedule moves it)."""
 
+    function = staticmethod(fused_linear_kd)
     shown = ("divergence",)
 
     def __init__(self, divergence: str = "forward_kl", **options: Any) -> None:
-        super().__init__(options, per_call=CALL_OPTIONS + CALL_TENSORS)
+        super().__init__(options, per_call=CALL_OPTIONS + CALL_TENSORS + ("teacher_hidden", "teacher_weight"))
         self.divergence = divergence
 
     def forward(

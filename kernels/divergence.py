@@ -73,11 +73,27 @@ def _fill_row(g_row, V, value, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _load_tile(s_row, t_row, start, V, inv_t, BLOCK: tl.constexpr):
+def _softcap(x, cap, ON: tl.constexpr):
+    """cap·tanh(x/cap) when ON (tanh as 1 − 2/(e^{2y} + 1), ±1 at ±inf; ``cap`` a runtime value), else x."""
+    if ON:
+        x = cap * (1.0 - 2.0 / (tl.exp(2.0 * x / cap) + 1.0))
+    return x
+
+
+@triton.jit
+def _load_tile(s_row, t_row, start, V, inv_t, s_cap, t_cap, CAPS: tl.constexpr, BLOCK: tl.constexpr):
+    """Student logits z and tempered teacher a = u/T, z/T; CAPS (bit 1 student, bit 2 teacher) softcaps
+    a side as it loads (the fused-linear path)."""
     cols = start + tl.arange(0, BLOCK)
     inside = cols < V
-    z = tl.load(s_row + cols, mask=inside, other=NEG_INF).to(tl.float32)
-    a = tl.load(t_row + cols, mask=inside, other=NEG_INF).to(tl.float32) * inv_t
+    if CAPS == 0:
+        z = tl.load(s_row + cols, mask=inside, other=NEG_INF).to(tl.float32)
+        a = tl.load(t_row + cols, mask=inside, other=NEG_INF).to(tl.float32) * inv_t
+    else:
+        z = _softcap(tl.load(s_row + cols, mask=inside, other=0.0).to(tl.float32), s_cap, CAPS & 1)
+        z = tl.where(inside, z, NEG_INF)
+        a = _softcap(tl.load(t_row + cols, mask=inside, other=0.0).to(tl.float32), t_cap, CAPS & 2)
+        a = tl.where(inside, a, NEG_INF) * inv_t
     return cols, inside, z, a, z * inv_t
 
 
@@ -100,8 +116,9 @@ def _ordered_key(x):
 
 @triton.jit
 def _row_stats(
-    s_row, t_row, V, inv_t, DIV: tl.constexpr, HARD: tl.constexpr, ONE_PASS: tl.constexpr, BLOCK: tl.constexpr
-):
+    s_row, t_row, V, inv_t, s_cap, t_cap, DIV: tl.constexpr, HARD: tl.constexpr, ONE_PASS: tl.constexpr,
+    CAPS: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
     """Pass A: log-sum-exps of a and b (and raw z), the teacher's top-1 index, and the expectation
     that gives the value in this pass: E_q[b − a] for reverse KL (its gradient needs it too); with
     ONE_PASS, E_p[a − b] for forward KL and E_p[b] for soft CE."""
@@ -110,7 +127,7 @@ def _row_stats(
     m_a, s_a, m_b, s_b, m_z, s_z = low, zero, low, zero, low, zero
     mean_acc, best, top1 = zero, low, tl.zeros((), tl.int32)
     for start in range(0, V, BLOCK):
-        cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
+        cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, s_cap, t_cap, CAPS, BLOCK)
         if DIV == REVERSE_KL:
             m_b, s_b, mean_acc = _online_mean(m_b, s_b, mean_acc, b, b - a)
         else:
@@ -141,7 +158,7 @@ def _row_stats(
 
 
 @triton.jit
-def _akl_threshold(t_row, V, inv_t, lse_a, best, mu, SEARCH_BLOCK: tl.constexpr):
+def _akl_threshold(t_row, V, inv_t, t_cap, lse_a, best, mu, CAPS: tl.constexpr, SEARCH_BLOCK: tl.constexpr):
     """AKL's head by a 16-ary search on ordered keys of a, reading only the teacher row.
 
     Returns the smallest key x with F(x) = Σ_{key(a_i) ≥ x} p_i ≤ μ, F(x), and the probability of the
@@ -157,7 +174,8 @@ def _akl_threshold(t_row, V, inv_t, lse_a, best, mu, SEARCH_BLOCK: tl.constexpr)
         mass = tl.zeros((SEARCH_WAYS,), tl.float32)
         for start in range(0, V, SEARCH_BLOCK):
             cols = start + tl.arange(0, SEARCH_BLOCK)
-            a = tl.load(t_row + cols, mask=cols < V, other=NEG_INF).to(tl.float32) * inv_t
+            a = _softcap(tl.load(t_row + cols, mask=cols < V, other=0.0).to(tl.float32), t_cap, CAPS & 2)
+            a = tl.where(cols < V, a, NEG_INF) * inv_t
             above = _ordered_key(a)[:, None] >= cand[None, :]
             mass += tl.sum(tl.where(above, tl.exp(a - lse_a)[:, None], 0.0), 0)
         lo = tl.max(tl.where(mass > mu, cand, lo), 0)
@@ -203,15 +221,15 @@ def _terms(la, lb, param, lw1, lw2, DIV: tl.constexpr):
 
 @triton.jit
 def _row_reduction(
-    s_row, t_row, V, inv_t, lse_a, lse_b, param, lw1, lw2, head_key, head_mass, tie_p, top1,
-    DIV: tl.constexpr, BLOCK: tl.constexpr,
+    s_row, t_row, V, inv_t, s_cap, t_cap, lse_a, lse_b, param, lw1, lw2, head_key, head_mass, tie_p, top1,
+    DIV: tl.constexpr, CAPS: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     """Pass B: c = Σ q·h; for AKL the head and tail gaps Σ|p − q| and reverse KL instead."""
     zero = tl.zeros((), tl.float32)
     c, g_head, g_tail, rkl = zero, zero, zero, zero
     ties_seen = tl.zeros((), tl.int32)
     for start in range(0, V, BLOCK):
-        cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
+        cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, s_cap, t_cap, CAPS, BLOCK)
         la = a - lse_a
         lb = b - lse_b
         if DIV == AKL:
@@ -234,14 +252,15 @@ def _row_reduction(
 
 @triton.jit
 def _grad_pass(
-    s_row, t_row, g_row, V, inv_t, lse_a, lse_b, lse_z, param, lw1, lw2, c, w_head, w_tail, rkl, scale,
-    label, hard_w, zero_grad, DIV: tl.constexpr, HARD: tl.constexpr, WRITE_GRAD: tl.constexpr,
-    BLOCK: tl.constexpr,
+    s_row, t_row, g_row, V, inv_t, s_cap, t_cap, lse_a, lse_b, lse_z, param, lw1, lw2, c, w_head, w_tail,
+    rkl, scale, label, hard_w, zero_grad, DIV: tl.constexpr, HARD: tl.constexpr, WRITE_GRAD: tl.constexpr,
+    CAPS: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
-    """Pass C: Σ of the loss terms and, if WRITE_GRAD, scale·∂ℓ/∂z (0 where ``zero_grad``)."""
+    """Pass C: Σ of the loss terms and, if WRITE_GRAD, scale·∂ℓ/∂z (0 where ``zero_grad``); a student
+    softcap chains the gradient through c·tanh(x/c): × (1 − (z/c)²)."""
     soft = tl.zeros((), tl.float32)
     for start in range(0, V, BLOCK):
-        cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
+        cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, s_cap, t_cap, CAPS, BLOCK)
         la = a - lse_a
         lb = b - lse_b
         term, qh, p, q = _terms(la, lb, param, lw1, lw2, DIV)
@@ -257,6 +276,8 @@ def _grad_pass(
             if HARD:
                 onehot = tl.where(cols == label, 1.0, 0.0)
                 grad = (1.0 - hard_w) * grad + hard_w * (tl.exp(z - lse_z) - onehot)
+            if CAPS & 1:
+                grad = grad * (1.0 - (z / s_cap) * (z / s_cap))
             grad = tl.where(zero_grad, 0.0, grad * scale)
             tl.store(g_row + cols, grad.to(g_row.dtype.element_ty), mask=inside)
     return soft
@@ -280,17 +301,22 @@ def divergence_kernel(
     lw1,
     lw2,
     hard_w,
+    s_cap,
+    t_cap,
     DIV: tl.constexpr,
     HARD: tl.constexpr,
     BLOCK: tl.constexpr,
     SEARCH_BLOCK: tl.constexpr,
     WRITE_GRAD: tl.constexpr = True,
+    CAPS: tl.constexpr = 0,
 ):
     """Per-token loss (fp32, unscaled) and, if WRITE_GRAD, the scaled gradient w.r.t. the student.
 
     ``lw1, lw2`` are the logs of the mixture weights of (teacher, student) for jsd / skew KLs;
     ``scale_ptr`` holds the gradient's factor (1/N_valid for a mean); ``hard_w`` the CE weight.
-    ``g_ptr`` is not touched without WRITE_GRAD (any pointer will do).
+    ``g_ptr`` is not touched without WRITE_GRAD (any pointer will do). ``CAPS`` (bit 1: student, bit
+    2: teacher; the fused-linear path) softcaps a side's logits x as loaded, s_cap·tanh(x/s_cap) /
+    t_cap·tanh(x/t_cap), with the chain rule on the student's gradient.
     """
     row = tl.program_id(0).to(tl.int64)
     s_row = s_ptr + row * s_stride
@@ -300,10 +326,14 @@ def divergence_kernel(
     fill = tl.zeros((), tl.float32)
     if tl.load(valid_ptr + row) != 0:
         one = (not WRITE_GRAD) and (DIV <= REVERSE_KL)
-        lse_a, lse_b, lse_z, one_pass, top1, best = _row_stats(s_row, t_row, V, inv_t, DIV, HARD, one, BLOCK)
+        lse_a, lse_b, lse_z, one_pass, top1, best = _row_stats(
+            s_row, t_row, V, inv_t, s_cap, t_cap, DIV, HARD, one, CAPS, BLOCK
+        )
         label = tl.zeros((), tl.int64)
-        if HARD:
+        z_label = tl.zeros((), tl.float32)
+        if HARD:  # the label's logit is read before pass C, which may overwrite it (in-place gradient)
             label = tl.load(labels_ptr + row)
+            z_label = _softcap(tl.load(s_row + label).to(tl.float32), s_cap, CAPS & 1)
         if (tl.abs(lse_a) < POS_INF) & (tl.abs(lse_b) < POS_INF):
             c = tl.zeros((), tl.float32) - 1.0
             w_head, w_tail, rkl = c, c, c
@@ -315,11 +345,11 @@ def divergence_kernel(
                 tie_p = tl.zeros((), tl.float32)
                 if DIV == AKL:
                     head_key, head_mass, tie_p = _akl_threshold(
-                        t_row, V, inv_t, lse_a, best, param, SEARCH_BLOCK
+                        t_row, V, inv_t, t_cap, lse_a, best, param, CAPS, SEARCH_BLOCK
                     )
                 c, g_head, g_tail, rkl = _row_reduction(
-                    s_row, t_row, V, inv_t, lse_a, lse_b, param, lw1, lw2, head_key, head_mass, tie_p,
-                    top1, DIV, BLOCK,
+                    s_row, t_row, V, inv_t, s_cap, t_cap, lse_a, lse_b, param, lw1, lw2, head_key, head_mass,
+                    tie_p, top1, DIV, CAPS, BLOCK,
                 )  # fmt: skip
                 w_head = g_head / tl.maximum(g_head + g_tail, 1e-8)
                 w_tail = g_tail / tl.maximum(g_head + g_tail, 1e-8)
@@ -330,12 +360,12 @@ def divergence_kernel(
                 soft = one_pass
             else:
                 soft = _grad_pass(
-                    s_row, t_row, g_row, V, inv_t, lse_a, lse_b, lse_z, param, lw1, lw2, c, w_head, w_tail,
-                    rkl, tl.load(scale_ptr), label, hard_w, infinite, DIV, HARD, WRITE_GRAD, BLOCK,
+                    s_row, t_row, g_row, V, inv_t, s_cap, t_cap, lse_a, lse_b, lse_z, param, lw1, lw2, c,
+                    w_head, w_tail, rkl, tl.load(scale_ptr), label, hard_w, infinite, DIV, HARD, WRITE_GRAD,
+                    CAPS, BLOCK,
                 )  # fmt: skip
             loss = soft
             if HARD:
-                z_label = tl.load(s_row + label).to(tl.float32)
                 loss = (1.0 - hard_w) * soft + hard_w * (lse_z - z_label)
             loss = tl.where(infinite, POS_INF, loss)
         else:

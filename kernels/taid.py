@@ -45,7 +45,7 @@ def _taid_stats(s_row, t_row, V, inv_t, t, BLOCK: tl.constexpr):
     low = tl.full((), NEG_INF, tl.float32)
     m_b, s_b, m_c, s_c, probe, m_a = low, zero, low, zero, zero, low
     for start in range(0, V, BLOCK):
-        cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
+        cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, 0.0, 0.0, 0, BLOCK)
         m_b, s_b = _online_lse(m_b, s_b, b)
         m_c, s_c = _online_lse(m_c, s_c, _mix(b, a, t))
         probe += tl.sum(tl.where(a == NEG_INF, 0.0, a) * 0.0, 0)
@@ -90,7 +90,7 @@ def taid_kernel(
         if finite:
             scale = tl.load(scale_ptr)
             for start in range(0, V, BLOCK):
-                cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
+                cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, 0.0, 0.0, 0, BLOCK)
                 lb = b - lse_b
                 p = tl.exp(_mix(b, a, t) - lse_c)
                 loss += tl.sum(tl.where(p > 0, -p * lb, 0.0), 0)

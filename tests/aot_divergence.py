@@ -1,6 +1,7 @@
 """AOT jobs of the divergence family: every divergence, hard-label term on and off, gradient written
 or loss only (evaluation), every launch configuration the policy can choose (bf16; fp32 too for the
-widest tile, the register-heaviest)."""
+widest tile, the register-heaviest); and the fused-linear path's configurations: fp32 chunk logits
+with both softcaps (CAPS = 3), fp32 or bf16 teacher, gradient written, for the real-vocabulary tiles."""
 
 from __future__ import annotations
 
@@ -14,33 +15,47 @@ from tests.aot_report import AotJob
 VOCABS = (1, 16, 100, 1000, 1271, 2048, 4000, 32000, 151936)
 
 
-def signature(dtype: str) -> dict[str, str]:
+def signature(dtype: str, teacher: str | None = None) -> dict[str, str]:
     sig = {name: f"*{dtype}" for name in ("s_ptr", "t_ptr", "g_ptr")}
+    sig["t_ptr"] = f"*{teacher or dtype}"
     sig.update(loss_ptr="*fp32", valid_ptr="*u8", labels_ptr="*i64", scale_ptr="*fp32")
     sig.update({name: "i64" for name in ("s_stride", "t_stride", "g_stride")}, V="i32")
-    sig.update({name: "fp32" for name in ("inv_t", "param", "lw1", "lw2", "hard_w")})
-    sig.update({name: "constexpr" for name in ("DIV", "HARD", "BLOCK", "SEARCH_BLOCK", "WRITE_GRAD")})
+    sig.update({name: "fp32" for name in ("inv_t", "param", "lw1", "lw2", "hard_w", "s_cap", "t_cap")})
+    sig.update({name: "constexpr" for name in ("DIV", "HARD", "BLOCK", "SEARCH_BLOCK", "WRITE_GRAD", "CAPS")})
     return sig
+
+
+def _job(divergence: str, config, hard: bool, write: bool, dtype: str, teacher: str | None, caps: int):
+    label = dict(divergence=divergence, block=config.block, hard=hard, dtype=dtype, write_grad=write)
+    return AotJob(
+        label={**label, "teacher": teacher or dtype, "caps": caps},
+        kernel=divergence_kernel,
+        signature=signature(dtype, teacher),
+        constexprs=dict(
+            DIV=DIVERGENCES.index(divergence),
+            HARD=hard,
+            BLOCK=config.block,
+            SEARCH_BLOCK=config.search_block,
+            WRITE_GRAD=write,
+            CAPS=caps,
+        ),
+        num_warps=config.warps,
+    )
 
 
 def jobs() -> list[AotJob]:
     configs = sorted({launch_policy(v) for v in VOCABS})
-    return [
-        AotJob(
-            label=dict(divergence=divergence, block=config.block, hard=hard, dtype=dtype, write_grad=write),
-            kernel=divergence_kernel,
-            signature=signature(dtype),
-            constexprs=dict(
-                DIV=DIVERGENCES.index(divergence),
-                HARD=hard,
-                BLOCK=config.block,
-                SEARCH_BLOCK=config.search_block,
-                WRITE_GRAD=write,
-            ),
-            num_warps=config.warps,
-        )
+    logit_level = [
+        _job(divergence, config, hard, write, dtype, None, 0)
         for divergence, config, hard, write in itertools.product(
             DIVERGENCES, configs, (False, True), (True, False)
         )
         for dtype in (("bf16", "fp32") if config == configs[-1] else ("bf16",))
     ]
+    fused_linear = [
+        _job(divergence, config, hard, True, "fp32", teacher, 3)
+        for divergence, config, hard in itertools.product(DIVERGENCES, configs, (False, True))
+        if config.block >= 1024
+        for teacher in (None, "bf16")
+    ]
+    return logit_level + fused_linear

@@ -25,3 +25,8 @@ def test_divergence_kernel_compiles_without_spills(aot_records, divergence):
     assert {r["hard"] for r in mine} == {False, True}
     assert {r["dtype"] for r in mine} == {"bf16", "fp32"}
     assert {r["write_grad"] for r in mine} == {True, False}
+    # the fused-linear path's configurations: fp32 chunk logits, both softcaps, fp32 or bf16 teacher
+    assert {(r["dtype"], r["teacher"]) for r in mine if r["caps"] == 3} == {
+        ("fp32", "fp32"),
+        ("fp32", "bf16"),
+    }

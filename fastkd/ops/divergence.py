@@ -51,8 +51,10 @@ def launch_divergence(
     param: float,
     temperature: float,
     hard_label_weight: float,
+    softcaps: tuple[float, float] = (0.0, 0.0),
 ) -> torch.Tensor:
-    """Run the Triton kernel: per-token loss [N]; writes the gradient into ``grad`` unless it is None."""
+    """Run the Triton kernel: per-token loss [N]; writes the gradient into ``grad`` unless it is None.
+    ``softcaps`` (student, teacher; 0 = none) are applied as the kernel loads the logits."""
     from fastkd.kernels.divergence import divergence_kernel  # triton is imported on first launch only
 
     rows, vocab = student.shape
@@ -80,11 +82,13 @@ def launch_divergence(
         lw1,
         lw2,
         hard_label_weight,
+        *softcaps,
         DIV=DIVERGENCES.index(divergence),
         HARD=hard,
         BLOCK=config.block,
         SEARCH_BLOCK=config.search_block,
         WRITE_GRAD=grad is not None,
+        CAPS=(softcaps[0] > 0.0) + 2 * (softcaps[1] > 0.0),
         num_warps=config.warps,
     )
     return loss
@@ -102,6 +106,8 @@ def divergence_fwd(
     param: float,
     temperature: float,
     hard_label_weight: float,
+    student_softcap: float = 0.0,
+    teacher_softcap: float = 0.0,
 ) -> torch.Tensor:
     """Per-token loss [N] (fp32) of ``divergence``; writes scale·∂loss/∂student into ``grad`` [N, V].
 
@@ -110,10 +116,13 @@ def divergence_fwd(
     ``grad`` may be ``student`` itself (in-place gradient). Reads 2·N·V elements per pass (two passes
     for forward/reverse KL and soft CE, three for the rest, plus AKL's teacher-only search) and
     writes N·V. Rows with NaN or +inf (or −inf everywhere) get loss NaN and a NaN gradient row.
+    ``student_softcap`` / ``teacher_softcap`` c > 0 make the kernel read c·tanh(x/c) for that side's
+    logits x and chain the student's gradient through it (the fused-linear path); 0 reads them as is.
     """
     return launch_divergence(
-        student, teacher, valid, labels, scale, grad, divergence, param, temperature, hard_label_weight
-    )
+        student, teacher, valid, labels, scale, grad, divergence, param, temperature, hard_label_weight,
+        (student_softcap, teacher_softcap),
+    )  # fmt: skip
 
 
 @torch.library.custom_op("fastkd::divergence_loss", mutates_args=(), device_types=("cuda", "cpu"))

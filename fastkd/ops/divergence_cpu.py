@@ -26,15 +26,18 @@ def divergence_cpu(
     param: float,
     temperature: float,
     hard_label_weight: float,
+    student_softcap: float = 0.0,
+    teacher_softcap: float = 0.0,
 ) -> torch.Tensor:
     """Per-token loss [N] (fp32) of ``divergence``; writes scale·∂loss/∂student into ``grad`` [N, V].
 
-    Arguments as for ``fastkd::divergence_fwd``; ``grad`` may be ``student`` itself. Rows with NaN or
-    +inf (or −inf everywhere) get loss NaN and a NaN gradient row.
+    Arguments as for ``fastkd::divergence_fwd`` (softcaps included); ``grad`` may be ``student`` itself.
+    Rows with NaN or +inf (or −inf everywhere) get loss NaN and a NaN gradient row.
     """
     return _run(
-        student, teacher, valid, labels, scale, grad, divergence, param, temperature, hard_label_weight
-    )
+        student, teacher, valid, labels, scale, grad, divergence, param, temperature, hard_label_weight,
+        (student_softcap, teacher_softcap),
+    )  # fmt: skip
 
 
 @torch.library.custom_op("fastkd::divergence_loss_cpu", mutates_args=(), device_types="cpu")
@@ -64,6 +67,7 @@ def _run(
     param: float,
     temperature: float,
     hard_label_weight: float,
+    softcaps: tuple[float, float] = (0.0, 0.0),
 ) -> torch.Tensor:
     from fastkd import _C  # the extension is loaded on first use only
 
@@ -81,6 +85,7 @@ def _run(
         hard_label_weight,
         lw1,
         lw2,
+        *softcaps,
     )
 
 

@@ -46,6 +46,11 @@ def _distill_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--save-steps", type=positive_int, default=500, help="checkpoint every N steps (default 500)"
     )
+    p.add_argument(
+        "--fused-linear",
+        action="store_true",
+        help="loss from hidden states + lm_head weights: the [tokens, vocab] logits are never formed",
+    )
     add_run_options(p)
 
 
@@ -94,7 +99,8 @@ def distill(a: argparse.Namespace) -> None:
     preflight.check_backend(a.backend)
     preflight.check_objective(a.temperature, a.hard_label_weight, None)
     same = {f.name: getattr(a, f.name) for f in dataclasses.fields(LMJob) if hasattr(a, f.name)}
-    distill_lm(LMJob(**same, scale_by_temperature_squared=a.scale_t2))
+    extra = {"fused_linear": True} if a.fused_linear else {}
+    distill_lm(LMJob(**same, scale_by_temperature_squared=a.scale_t2, extra_args=extra))
 
 
 def cache_teacher(a: argparse.Namespace) -> None:

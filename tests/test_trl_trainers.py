@@ -198,3 +198,18 @@ def test_distillation_with_another_divergence_and_hard_labels(tmp_path) -> None:
     assert n_valid.item() == valid.sum().item()
     q = torch.log_softmax(s[valid], -1)
     assert entropy_sum.item() == pytest.approx(-(q.exp() * q).sum().item(), rel=1e-5)
+
+
+def test_distillation_top_k_teacher(tmp_path) -> None:
+    """The top-k teacher through fused_linear_kd: with k = V it is the full forward KL."""
+    vocab, batch = len(tokenizer()), _distillation_batch()
+    losses = []
+    for k in (None, vocab):
+        trainer = distillation_trainer(
+            DistillationTrainer, DistillationConfig, str(tmp_path), beta=0.0, fastkd_teacher_topk=k
+        )
+        with torch.no_grad():
+            losses.append(trainer._compute_loss(trainer.model, batch, None)[0].item())
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    trainer.train()
+    assert trainer.state.log_history[0]["loss"] > 0

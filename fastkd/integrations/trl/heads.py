@@ -37,9 +37,11 @@ def head_transform(config: object) -> HeadTransform:
     )
 
 
-def head_logits(hidden: torch.Tensor, head: torch.nn.Module, transform: HeadTransform) -> torch.Tensor:
-    """softcap(s·(h Wᵀ + b)) for hidden states [..., H] and an ``nn.Linear`` head [V, H]."""
-    logits = torch.nn.functional.linear(hidden, head.weight, head.bias)
+def head_logits(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, transform: HeadTransform
+) -> torch.Tensor:
+    """softcap(s·(h Wᵀ + b)) for hidden states [..., H], a head weight [V, H] and bias [V] or None."""
+    logits = torch.nn.functional.linear(hidden, weight, bias)
     if transform.scale != 1.0:
         logits = logits * transform.scale
     if transform.softcap:

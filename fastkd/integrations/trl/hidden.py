@@ -1,38 +1,82 @@
 """The hidden-state loss of fastkd's DistillationTrainer: from both models' last hidden states and
 lm_heads to (loss, Σ student entropy, valid tokens), the triple TRL's ``compute_loss`` logs from.
 
-Only the valid (completion) positions are projected. The logits of those positions are formed by
-:func:`~fastkd.integrations.trl.heads.head_logits` and fed to the fused logit-level kernels; the
-entropy H(softmax(z_s/T)) is computed from them without gradient.
+The loss is :func:`fastkd.losses.fused_linear_kd`: only the valid (completion) positions are projected,
+chunk by chunk, and the gradient is computed in the forward pass; neither model's [tokens, V] logits
+exist. A top-k teacher (``fastkd_teacher_topk``) is taken chunk by chunk from the teacher's head.
+The logged entropy H(softmax(z_s/T)) is one more chunked student projection without gradient.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 
+from fastkd.functional.fused_linear import fused_linear_kd
+from fastkd.functional.sparse import teacher_topk
 from fastkd.integrations.trl.heads import HeadTransform, head_logits
 from fastkd.integrations.trl.loss import LossSpec
 
 Model = tuple[torch.Tensor, torch.nn.Module, HeadTransform]  # (hidden [B, K, H], lm_head, transform)
+Head = tuple[torch.Tensor, torch.Tensor | None, HeadTransform]  # (weight [V, H], bias [V] or None, transform)
+CHUNK_BYTES = 64 << 20  # the [chunk, V] fp32 logits of the no-grad passes (entropy, top-k teacher)
 
 
-def _plain_head(head: torch.nn.Module) -> torch.nn.Module:
-    """The head itself, or (FSDP2) a Linear over its gathered weight: one all-gather, not one per use."""
-    weight = head.weight
-    if not isinstance(weight, torch.distributed.tensor.DTensor):
-        return head
-    plain = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=head.bias is not None, device="meta")
-    plain.weight = weight.full_tensor()  # type: ignore[assignment]
-    plain.bias = None if head.bias is None else head.bias.full_tensor()  # type: ignore[assignment]
-    return plain
+def _plain(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    """The tensor, or under FSDP2 (a DTensor) its gathered full tensor, once per step."""
+    if isinstance(tensor, torch.distributed.tensor.DTensor):
+        return tensor.full_tensor()
+    return tensor
 
 
-def student_entropy(student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Per-token entropy H(q) = −Σ q log q of q = softmax(z/T), fp32, without gradient."""
-    with torch.no_grad():
-        log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
-        return -(log_q.exp() * log_q).sum(-1)
+def _chunked_logits(hidden: torch.Tensor, head: Head) -> Iterator[torch.Tensor]:
+    """The logits of the rows of ``hidden`` [n, H], one [chunk, V] block at a time."""
+    weight, bias, transform = head
+    step = max(1, CHUNK_BYTES // (4 * weight.shape[0]))
+    return (head_logits(rows, weight, bias, transform) for rows in hidden.split(step))
+
+
+@torch.no_grad()
+def entropy_sum(hidden: torch.Tensor, head: Head, t: float) -> torch.Tensor:
+    """Σ over the rows of ``hidden`` [n, H] of H(q) = −Σ q log q, q = softmax(z/T), in chunks (fp32)."""
+    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    for logits in _chunked_logits(hidden, head):
+        log_q = F.log_softmax(logits.float() / t, dim=-1)
+        total += -(log_q.exp() * log_q).sum()
+    return total
+
+
+@torch.no_grad()
+def chunked_topk(hidden: torch.Tensor, head: Head, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's top-k (indices, log-probs at T = 1) for the rows of ``hidden`` [n, H], in chunks."""
+    parts = [teacher_topk(logits, k) for logits in _chunked_logits(hidden, head)]
+    if not parts:
+        return hidden.new_zeros(0, k, dtype=torch.long), hidden.new_zeros(0, k, dtype=torch.float32)
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def _teacher_inputs(
+    spec: LossSpec, hidden: torch.Tensor, head: Head, mask: torch.Tensor
+) -> dict[str, torch.Tensor | float | None]:
+    """The teacher arguments of ``fused_linear_kd``: hidden states and head, or (``fastkd_teacher_topk``)
+    the teacher's top-k at the valid tokens (zeros elsewhere, masked out)."""
+    weight, bias, transform = head
+    if spec.teacher_topk is None:
+        return {
+            "teacher_hidden": hidden,
+            "teacher_weight": weight,
+            "teacher_bias": bias,
+            "teacher_logit_scale": transform.scale,
+            "teacher_softcap": transform.softcap or None,
+        }
+    k, rows = spec.teacher_topk, mask.reshape(-1)
+    indices = hidden.new_zeros(rows.numel(), k, dtype=torch.long)
+    logprobs = hidden.new_zeros(rows.numel(), k, dtype=torch.float32)
+    indices[rows], logprobs[rows] = chunked_topk(hidden.reshape(-1, hidden.shape[-1])[rows], head, k)
+    shape = (*mask.shape, k)
+    return {"teacher_topk_indices": indices.reshape(shape), "teacher_topk_logprobs": logprobs.reshape(shape)}
 
 
 def hidden_state_loss(
@@ -45,16 +89,22 @@ def hidden_state_loss(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``spec``'s loss over the tokens of ``mask`` [B, K] (``labels`` [B, K]: the next tokens, for the
     hard-label term); returns (loss, Σ entropy over valid tokens, number of valid tokens)."""
-    rows = mask.reshape(-1)
-    hidden_s, head_s, transform_s = student
-    hidden_t, head_t, transform_t = teacher
-    logits_s = head_logits(hidden_s.reshape(-1, hidden_s.shape[-1])[rows], _plain_head(head_s), transform_s)
-    with torch.no_grad():
-        logits_t = head_logits(
-            hidden_t.reshape(-1, hidden_t.shape[-1])[rows], _plain_head(head_t), transform_t
-        )
-    loss = spec.logit_loss(
-        logits_s, logits_t, labels.reshape(-1)[rows], num_items_in_batch=num_items_in_batch
-    )
-    entropy = student_entropy(logits_s, spec.temperature).sum()
-    return loss, entropy, rows.sum()
+    hidden_s, module_s, transform_s = student
+    hidden_t, module_t, transform_t = teacher
+    head_s = (_plain(module_s.weight), _plain(module_s.bias), transform_s)
+    head_t = (_plain(module_t.weight), _plain(module_t.bias), transform_t)
+    options = {
+        "divergence": spec.divergence,
+        "student_bias": head_s[1],
+        "student_logit_scale": transform_s.scale,
+        "student_softcap": transform_s.softcap or None,
+        "labels": labels,
+        "mask": mask,
+        "num_items_in_batch": num_items_in_batch,
+        **spec.kd_kwargs(),
+    }
+    if spec.teacher_topk is not None:
+        options.update(divergence="forward_kl", beta=None)
+    loss = fused_linear_kd(hidden_s, head_s[0], **_teacher_inputs(spec, hidden_t, head_t, mask), **options)
+    valid_s = hidden_s.detach().reshape(-1, hidden_s.shape[-1])[mask.reshape(-1)]
+    return loss, entropy_sum(valid_s, head_s, spec.temperature), mask.sum()

@@ -213,3 +213,28 @@ def test_distillation_top_k_teacher(tmp_path) -> None:
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
     trainer.train()
     assert trainer.state.log_history[0]["loss"] > 0
+
+
+def test_gkd_with_a_teacher_cache(tmp_path) -> None:
+    """Off-policy batches from `fastkd lm cache-teacher` give the live top-k teacher's loss, and the
+    teacher does not run on them; an on-policy configuration is refused."""
+    from fastkd.integrations.trl.teacher_cache import cache_dataset
+    from fastkd.trainer.lm.cache import cache_teacher
+    from tests.trl_helpers import LM_DATA, causal_lm
+
+    teacher_dir = str(tmp_path / "teacher")
+    causal_lm(1, 2, sharp=20.0).save_pretrained(teacher_dir)
+    tokenizer().save_pretrained(teacher_dir)
+    cache_teacher(teacher_dir, LM_DATA, 4, str(tmp_path / "cache"), max_samples=4)
+    examples, collate = cache_dataset(str(tmp_path / "cache"), tokenizer().pad_token_id, len(tokenizer()))
+    batch = collate([examples[i] for i in range(len(examples))])
+    live = gkd_trainer(GKDTrainer, GKDConfig, str(tmp_path / "live"), beta=0.0, fastkd_teacher_topk=4)
+    live_batch = {k: v for k, v in batch.items() if not k.startswith("teacher_")}
+    cached = gkd_trainer(GKDTrainer, GKDConfig, str(tmp_path / "cached"), data=(examples, collate), beta=0.0)
+    cached.teacher_model.forward = None  # a cached batch must not run the teacher
+    assert _gkd_loss(cached, batch).item() == pytest.approx(_gkd_loss(live, live_batch).item(), rel=1e-5)
+    cached.train()
+    assert cached.state.log_history[0]["loss"] > 0
+    cached.lmbda = 0.5
+    with pytest.raises(ValueError, match=r"off-policy only: set lmbda=0\.0"):
+        _gkd_loss(cached, batch)

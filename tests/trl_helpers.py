@@ -13,6 +13,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
+LM_DATA = os.path.join(os.path.dirname(__file__), "fixtures", "lm.jsonl")
 PROMPTS = ["the cat sat on", "a dog ran", "the movie was", "it is good"]
 COMPLETIONS = ["the mat", "far away fast", "good", "not bad at all"]
 
@@ -94,8 +95,16 @@ COMMON_ARGS = dict(
 )
 
 
-def gkd_trainer(cls: type, config_cls: type, tmp: str, student: Any = None, **args: Any) -> Any:
-    """A GKD trainer (TRL's or fastkd's) on the tiny data; off-policy unless ``lmbda`` says otherwise."""
+def gkd_trainer(
+    cls: type,
+    config_cls: type,
+    tmp: str,
+    student: Any = None,
+    data: tuple[Any, Any] | None = None,
+    **args: Any,
+) -> Any:
+    """A GKD trainer (TRL's or fastkd's) on the tiny data, or ``data`` = (dataset, collator); off-policy
+    unless ``lmbda`` says otherwise."""
     options = {**COMMON_ARGS, "max_new_tokens": 6, "lmbda": 0.0, **args}
     config = config_cls(output_dir=tmp, **options)
     student = causal_lm(0) if student is None else copy.deepcopy(student)
@@ -103,9 +112,9 @@ def gkd_trainer(cls: type, config_cls: type, tmp: str, student: Any = None, **ar
         model=student,
         teacher_model=causal_lm(1, 2, sharp=20.0),
         args=config,
-        train_dataset=dataset(),
+        train_dataset=dataset() if data is None else data[0],
         processing_class=tokenizer(),
-        data_collator=gkd_collate,
+        data_collator=gkd_collate if data is None else data[1],
     )
 
 

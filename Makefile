@@ -1,11 +1,31 @@
 # Developer entry points. `make install` then `make test` on a fresh machine (see README.md).
 PYTHON ?= python3
+# torch for `make install` when none is installed: this version, a CUDA build (PyPI's, or
+# TORCH_CUDA_INDEX) when an NVIDIA driver is present, else the CPU build from the CPU wheel index.
+TORCH_VERSION ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_CUDA_INDEX ?=
 
-.PHONY: install lint test bench
+.PHONY: install torch lint test bench
 
-install:
+# The whole set-up from nothing but Python: torch, then the editable install with the C++ extension
+# built against that torch (no build isolation, so the build sees it).
+install: torch
 	$(PYTHON) -m pip install "setuptools>=70.1" wheel
 	$(PYTHON) -m pip install --no-build-isolation -e ".[dev]"
+
+torch:
+	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
+		echo "make install: keeping the installed torch $$($(PYTHON) -c 'import torch; print(torch.__version__)')"; \
+	elif nvidia-smi >/dev/null 2>&1 || [ -e /proc/driver/nvidia ]; then \
+		echo "make install: NVIDIA driver found, installing a CUDA build of torch==$(TORCH_VERSION)"; \
+		$(PYTHON) -m pip install "torch==$(TORCH_VERSION)" "numpy<2.4" \
+			$(if $(TORCH_CUDA_INDEX),--index-url $(TORCH_CUDA_INDEX) --extra-index-url https://pypi.org/simple); \
+	else \
+		echo "make install: no NVIDIA driver, installing the CPU build of torch==$(TORCH_VERSION)"; \
+		$(PYTHON) -m pip install "torch==$(TORCH_VERSION)" --index-url $(TORCH_CPU_INDEX) && \
+		$(PYTHON) -m pip install "numpy<2.4"; \
+	fi
 
 lint:
 	$(PYTHON) -m ruff check .

@@ -238,3 +238,29 @@ def test_gkd_with_a_teacher_cache(tmp_path) -> None:
     cached.lmbda = 0.5
     with pytest.raises(ValueError, match=r"off-policy only: set lmbda=0\.0"):
         _gkd_loss(cached, batch)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma2"])
+@pytest.mark.parametrize("divergence", [None, "skew_reverse_kl:0.3"])
+def test_gkd_fused_linear_matches_the_logit_path(tmp_path, kind: str, divergence: str | None) -> None:
+    """fastkd_fused_linear=True: the same loss and update as the logit path (Gemma-2: softcap 2)."""
+    from tests.trl_helpers import causal_lm
+
+    extra = {"final_logit_softcapping": 2.0} if kind == "gemma2" else {}
+    student = causal_lm(0, kind=kind, **extra)
+    updates, losses = [], []
+    for fused in (False, True):
+        trainer = gkd_trainer(
+            GKDTrainer,
+            GKDConfig,
+            str(tmp_path / str(fused)),
+            student=student,
+            fastkd_fused_linear=fused,
+            fastkd_divergence=divergence,
+            fastkd_hard_label_weight=0.2,
+        )
+        trainer.teacher_model = causal_lm(1, 2, kind=kind, sharp=20.0, **extra)
+        updates.append(parameter_update(trainer))
+        losses.append(trainer.state.log_history[0]["loss"])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    assert_same_update(updates[1], updates[0])

@@ -20,6 +20,7 @@ from fastkd.integrations.trl.heads import HeadTransform, head_logits
 from fastkd.integrations.trl.loss import LossSpec
 
 Model = tuple[torch.Tensor, torch.nn.Module, HeadTransform]  # (hidden [B, K, H], lm_head, transform)
+TopK = tuple[torch.Tensor, torch.Tensor]  # a cached teacher: (indices [B, K, k], log-probs [B, K, k])
 Head = tuple[torch.Tensor, torch.Tensor | None, HeadTransform]  # (weight [V, H], bias [V] or None, transform)
 CHUNK_BYTES = 64 << 20  # the [chunk, V] fp32 logits of the no-grad passes (entropy, top-k teacher)
 
@@ -58,11 +59,14 @@ def chunked_topk(hidden: torch.Tensor, head: Head, k: int) -> tuple[torch.Tensor
 
 
 def _teacher_inputs(
-    spec: LossSpec, hidden: torch.Tensor, head: Head, mask: torch.Tensor
+    spec: LossSpec, teacher: Model | TopK, mask: torch.Tensor
 ) -> dict[str, torch.Tensor | float | None]:
-    """The teacher arguments of ``fused_linear_kd``: hidden states and head, or (``fastkd_teacher_topk``)
-    the teacher's top-k at the valid tokens (zeros elsewhere, masked out)."""
-    weight, bias, transform = head
+    """The teacher arguments of ``fused_linear_kd``: a cached top-k as it is; hidden states and head;
+    or (``fastkd_teacher_topk``) the teacher's top-k at the valid tokens (zeros elsewhere, masked out)."""
+    if len(teacher) == 2:
+        return {"teacher_topk_indices": teacher[0], "teacher_topk_logprobs": teacher[1]}
+    hidden, module, transform = teacher
+    weight, bias = _plain(module.weight), _plain(module.bias)
     if spec.teacher_topk is None:
         return {
             "teacher_hidden": hidden,
@@ -74,7 +78,9 @@ def _teacher_inputs(
     k, rows = spec.teacher_topk, mask.reshape(-1)
     indices = hidden.new_zeros(rows.numel(), k, dtype=torch.long)
     logprobs = hidden.new_zeros(rows.numel(), k, dtype=torch.float32)
-    indices[rows], logprobs[rows] = chunked_topk(hidden.reshape(-1, hidden.shape[-1])[rows], head, k)
+    indices[rows], logprobs[rows] = chunked_topk(
+        hidden.reshape(-1, hidden.shape[-1])[rows], (weight, bias, transform), k
+    )
     shape = (*mask.shape, k)
     return {"teacher_topk_indices": indices.reshape(shape), "teacher_topk_logprobs": logprobs.reshape(shape)}
 
@@ -82,17 +88,17 @@ def _teacher_inputs(
 def hidden_state_loss(
     spec: LossSpec,
     student: Model,
-    teacher: Model,
+    teacher: Model | TopK,
     labels: torch.Tensor,
     mask: torch.Tensor,
     num_items_in_batch: int | torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    entropy: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """``spec``'s loss over the tokens of ``mask`` [B, K] (``labels`` [B, K]: the next tokens, for the
-    hard-label term); returns (loss, Σ entropy over valid tokens, number of valid tokens)."""
+    hard-label term), from a live teacher or a cached top-k; returns (loss, Σ entropy over valid tokens,
+    number of valid tokens); the entropy is None with ``entropy=False`` (no extra projection)."""
     hidden_s, module_s, transform_s = student
-    hidden_t, module_t, transform_t = teacher
     head_s = (_plain(module_s.weight), _plain(module_s.bias), transform_s)
-    head_t = (_plain(module_t.weight), _plain(module_t.bias), transform_t)
     options = {
         "divergence": spec.divergence,
         "student_bias": head_s[1],
@@ -103,8 +109,10 @@ def hidden_state_loss(
         "num_items_in_batch": num_items_in_batch,
         **spec.kd_kwargs(),
     }
-    if spec.teacher_topk is not None:
+    if spec.teacher_topk is not None or len(teacher) == 2:
         options.update(divergence="forward_kl", beta=None)
-    loss = fused_linear_kd(hidden_s, head_s[0], **_teacher_inputs(spec, hidden_t, head_t, mask), **options)
+    loss = fused_linear_kd(hidden_s, head_s[0], **_teacher_inputs(spec, teacher, mask), **options)
+    if not entropy:
+        return loss, None, mask.sum()
     valid_s = hidden_s.detach().reshape(-1, hidden_s.shape[-1])[mask.reshape(-1)]
     return loss, entropy_sum(valid_s, head_s, spec.temperature), mask.sum()

@@ -70,7 +70,7 @@ def test_gkd_on_trls_own_config(tmp_path) -> None:
     assert GKDTrainer.generalized_jsd_loss is generalized_jsd_loss
 
 
-@pytest.mark.parametrize("kind", ["llama", "gemma2"])
+@pytest.mark.parametrize("kind", ["llama", "gemma2", "cohere"])
 def test_distillation_step_matches_trl(tmp_path, kind: str) -> None:
     # Built and trained one after the other: each generates from the RNG state its own init seeded.
     theirs = distillation_trainer(trl.DistillationTrainer, trl.DistillationConfig, str(tmp_path / "t"), kind)

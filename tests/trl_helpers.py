@@ -28,8 +28,15 @@ def tokenizer() -> Any:
 
 
 def causal_lm(seed: int, layers: int = 1, kind: str = "llama", sharp: float = 1.0, **config: Any) -> Any:
-    """A tiny Llama or Gemma-2 (from a config, random weights); ``sharp`` scales the lm_head."""
-    from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM
+    """A tiny Llama, Gemma-2 or Cohere (from a config, random weights); ``sharp`` scales the lm_head."""
+    from transformers import (
+        CohereConfig,
+        CohereForCausalLM,
+        Gemma2Config,
+        Gemma2ForCausalLM,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
     tok = tokenizer()
     common = dict(
@@ -46,6 +53,8 @@ def causal_lm(seed: int, layers: int = 1, kind: str = "llama", sharp: float = 1.
     torch.manual_seed(seed)
     if kind == "gemma2":
         model = Gemma2ForCausalLM(Gemma2Config(**common, head_dim=16, query_pre_attn_scalar=16, **config))
+    elif kind == "cohere":
+        model = CohereForCausalLM(CohereConfig(**common, **config))
     else:
         model = LlamaForCausalLM(LlamaConfig(**common, **config))
     with torch.no_grad():
@@ -79,6 +88,12 @@ def dataset() -> Any:
 
     return Dataset.from_dict({"prompt": PROMPTS, "completion": COMPLETIONS})
 
+
+# The logit transforms under test: Gemma-2's softcap, Cohere's logit scale.
+MODEL_EXTRAS: dict[str, dict[str, float]] = {
+    "gemma2": {"final_logit_softcapping": 2.0},
+    "cohere": {"logit_scale": 4.0},
+}
 
 COMMON_ARGS = dict(
     bf16=False,
@@ -120,7 +135,7 @@ def gkd_trainer(
 
 def distillation_trainer(cls: type, config_cls: type, tmp: str, kind: str = "llama", **args: Any) -> Any:
     """A DistillationTrainer (TRL's or fastkd's): on-policy completions from ``generate``."""
-    extra = {"final_logit_softcapping": 2.0} if kind == "gemma2" else {}
+    extra = MODEL_EXTRAS.get(kind, {})
     options = {**COMMON_ARGS, "max_completion_length": 6, "beta": 0.5, **args}
     return cls(
         model=causal_lm(0, kind=kind, **extra),

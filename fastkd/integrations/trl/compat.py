@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
+import torch
 import trl
 from packaging.version import Version
 
@@ -56,6 +59,18 @@ def check_trl() -> None:
         )
 
 
+@contextmanager
+def gathered_heads(*heads: torch.nn.Module) -> Iterator[None]:
+    """Under DeepSpeed ZeRO-3, the heads' weights and biases gathered for a fused loss that reads them
+    directly (TRL's ``maybe_gather_lm_head_ctx``, as TRL's own chunked loss does); a no-op otherwise."""
+    from trl.trainer.utils import maybe_gather_lm_head_ctx
+
+    with ExitStack() as stack:
+        for head in heads:
+            stack.enter_context(maybe_gather_lm_head_ctx(head.weight, head.bias))
+        yield
+
+
 def _moved(cls: type, expected: dict[str, tuple[str, ...]]) -> list[str]:
     problems = []
     for name, params in expected.items():
@@ -75,6 +90,10 @@ def moved_internals() -> list[str]:
     from trl.experimental.gkd import GKDTrainer
 
     problems = _moved(GKDTrainer, GKD_INTERNALS) + _moved(DistillationTrainer, DISTILLATION_INTERNALS)
+    from trl.trainer import utils
+
+    if not hasattr(utils, "maybe_gather_lm_head_ctx"):
+        problems.append("trl.trainer.utils.maybe_gather_lm_head_ctx is gone (ZeRO-3 head gathering)")
     problems += _missing_text(GKDTrainer.compute_loss, GKD_LOSS_TEXT)
     problems += _missing_text(DistillationTrainer.compute_loss, DISTILLATION_CALLER_TEXT)
     return problems

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from trl import DistillationTrainer as TRLDistillationTrainer
 
-from fastkd.integrations.trl.compat import check_trl
+from fastkd.integrations.trl.compat import check_trl, gathered_heads
 from fastkd.integrations.trl.heads import head_transform
 from fastkd.integrations.trl.hidden import hidden_state_loss
 from fastkd.integrations.trl.loss import loss_spec
@@ -79,12 +79,13 @@ class DistillationTrainer(TRLDistillationTrainer):
                 f"the student lm_head is on {device} but the teacher lm_head is on "
                 f"{teacher_head.weight.device}; place both on the same device in their device_map"
             )
-        loss, entropy_sum, n_valid = hidden_state_loss(
-            self.fastkd_loss,
-            (student_hidden.to(device), student_head, head_transform(unwrapped_student.config)),
-            (teacher_hidden.to(device), teacher_head, head_transform(unwrapped_teacher.config)),
-            inputs["completion_ids"].to(device),
-            loss_mask.to(device) != 0,
-            num_items_in_batch,
-        )
+        with gathered_heads(student_head, teacher_head):
+            loss, entropy_sum, n_valid = hidden_state_loss(
+                self.fastkd_loss,
+                (student_hidden.to(device), student_head, head_transform(unwrapped_student.config)),
+                (teacher_hidden.to(device), teacher_head, head_transform(unwrapped_teacher.config)),
+                inputs["completion_ids"].to(device),
+                loss_mask.to(device) != 0,
+                num_items_in_batch,
+            )
         return loss, entropy_sum.detach(), n_valid

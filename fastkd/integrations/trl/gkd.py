@@ -16,7 +16,7 @@ from trl.experimental.gkd import GKDTrainer as TRLGKDTrainer
 from trl.experimental.utils import empty_cache
 from trl.models.utils import _ForwardRedirection
 
-from fastkd.integrations.trl.compat import check_trl
+from fastkd.integrations.trl.compat import check_trl, gathered_heads
 from fastkd.integrations.trl.heads import head_transform
 from fastkd.integrations.trl.hidden import hidden_state_loss
 from fastkd.integrations.trl.jsd import generalized_jsd_loss
@@ -101,16 +101,24 @@ class GKDTrainer(TRLGKDTrainer):
 
     def _fused_linear_loss(self, model, inputs, labels, cached, num_items_in_batch) -> torch.Tensor:
         """Hidden states and lm_heads into fused_linear_kd; the student's backbone runs through the
-        accelerate wrapper (DDP / FSDP see the forward)."""
+        accelerate wrapper (DDP / FSDP see the forward). No entropy: TRL's GKD logs none."""
         student = self.accelerator.unwrap_model(model)
         hidden = self._forward_redirection(model, student, last_hidden_state, student, inputs)[:, :-1]
         student_side = (hidden, student.get_output_embeddings(), head_transform(student.config))
+        heads, teacher_side = [student_side[1]], cached
         if cached is None:
             teacher = self.accelerator.unwrap_model(self.teacher_model)
             teacher_hidden = self._teacher(lambda m, x: last_hidden_state(teacher, x), inputs)[:, :-1]
-            cached = (teacher_hidden, teacher.get_output_embeddings(), head_transform(teacher.config))
-        mask = labels != -100
-        loss, _, _ = hidden_state_loss(
-            self.fastkd_loss, student_side, cached, labels, mask, num_items_in_batch
-        )
+            teacher_side = (teacher_hidden, teacher.get_output_embeddings(), head_transform(teacher.config))
+            heads.append(teacher_side[1])
+        with gathered_heads(*heads):
+            loss, _, _ = hidden_state_loss(
+                self.fastkd_loss,
+                student_side,
+                teacher_side,
+                labels,
+                labels != -100,
+                num_items_in_batch,
+                False,
+            )
         return loss

@@ -45,10 +45,10 @@ class FusedLinearKDLoss(FixedOptionsLoss):
         num_items_in_batch: int | torch.Tensor | None = None,
         **tensors: Any,
     ) -> torch.Tensor:
-        unknown = sorted(set(tensors) - {*CALL_TENSORS, "t"})
+        unknown = sorted(set(tensors) - {*CALL_TENSORS, "t", "backend"})
         if unknown:
             raise TypeError(
-                f"unexpected per-call arguments {unknown}; per-call tensors are {list(CALL_TENSORS)}"
+                f"unexpected per-call arguments {unknown}; the per-call tensors are {list(CALL_TENSORS)}"
             )
         return fused_linear_kd(
             student_hidden,

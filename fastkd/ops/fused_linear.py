@@ -16,6 +16,8 @@ and, for half-precision inputs on CPU, one fp32 copy of each weight. No [N, V] t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from fastkd.ops.divergence import divergence_fwd
@@ -41,14 +43,14 @@ class Projection:
         # fp32 output from half operands needs CUDA's out_dtype GEMM; on CPU the operands go to fp32.
         self.half = gemm_dtype in HALF_DTYPES and hidden.is_cuda
         self.dtype = gemm_dtype if self.half else torch.float32
-        self.hidden = hidden
-        self.weight = weight.to(self.dtype)
+        self.hidden, self.gemm_dtype = hidden, gemm_dtype
+        self.weight = weight.to(gemm_dtype).to(self.dtype)
         self.bias = None if bias is None else bias.to(torch.float32)
         self.scale, self.cap = scale, cap
 
     def logits(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(chunk hidden in the GEMM dtype, fp32 logits softcap(s·(h Wᵀ + b)), 1 − tanh² or None)."""
-        h = self.hidden.index_select(0, rows).to(self.dtype)
+        h = self.hidden.index_select(0, rows).to(self.gemm_dtype).to(self.dtype)
         if self.half:
             z = torch.mm(h, self.weight.t(), out_dtype=torch.float32)
             if self.bias is not None:
@@ -120,6 +122,56 @@ def _row_op(
     return op(z, u, valid, chunk_labels, scale, z, divergence, param, temperature, hard_w), z
 
 
+@dataclass
+class ChunkPass:
+    """What every chunk of one call shares; :meth:`chunk` runs one chunk of valid rows."""
+
+    kind: str
+    backend: str
+    student: Projection
+    teacher: Projection | None
+    teacher_logits: torch.Tensor | None
+    teacher_transform: tuple[float, float]
+    sparse: tuple
+    labels: torch.Tensor | None
+    t: torch.Tensor | None
+    row_scale: torch.Tensor
+    options: tuple
+    loss: torch.Tensor
+    grads: tuple | None
+
+    def chunk(self, rows: torch.Tensor) -> None:
+        """Loss rows into ``loss``; with ``grads``, the chunk's gradients added into them."""
+        per_row = self.row_scale.dim() == 1
+        kernel_scale = (self.row_scale.new_ones(()) if per_row else self.row_scale).mul(self.student.scale)
+        h, z, chain = self.student.logits(rows)
+        u = None
+        if self.kind != "sparse":
+            u = _teacher_chunk(rows, self.teacher, self.teacher_logits, *self.teacher_transform)
+        valid = torch.ones(rows.shape[0], dtype=torch.bool, device=rows.device)
+        rows_loss, g = _row_op(
+            self.kind,
+            self.backend,
+            z,
+            u,
+            rows,
+            self.sparse,
+            valid,
+            self.labels,
+            self.t,
+            kernel_scale,
+            self.options,
+        )
+        self.loss.index_copy_(0, rows, rows_loss)
+        if self.grads is None:
+            return
+        if chain is not None:
+            g.mul_(chain)
+        if per_row:
+            g.mul_(self.row_scale.index_select(0, rows)[:, None])
+        self.student.backward(rows, h, g, self.grads)
+
+
 @torch.library.custom_op("fastkd::fused_linear_fwd", mutates_args=(), device_types=("cuda", "cpu"))
 def fused_linear_fwd(
     hidden: torch.Tensor,
@@ -153,38 +205,34 @@ def fused_linear_fwd(
 
     The gradients are row_scale·∂ℓ_n/∂(·) (``row_scale`` fp32, [] or [N]), zero at invalid rows;
     with ``need_grad`` False they are empty [0] tensors and no backward GEMM runs.
-    ``kind``: "divergence" (with
-    divergence, param, hard_label_weight), "taid" (``t``) or "sparse" (top-k teacher, ``rest``, the
-    log rest mass, and ``renormalize``). ``transforms`` = [s_student, cap_student, s_teacher,
-    cap_teacher] (cap 0: none). ``backend``: "triton" or "cpu" (the row kernels' family).
+    ``kind``: "divergence" (with divergence, param, hard_label_weight), "taid" (``t``) or "sparse"
+    (top-k teacher, ``rest``, the log rest mass, and ``renormalize``). ``transforms`` = [s_student,
+    cap_student, s_teacher, cap_teacher] (cap 0: none). ``backend``: "triton" or "cpu" (row kernels).
     """
     s_scale, s_cap, t_scale, t_cap = transforms
     loss, grads = _outputs(hidden, weight, bias, grad_weight_dtype, need_grad)
-    student = Projection(hidden, weight, bias, s_scale, s_cap, gemm_dtype)
-    teacher = None
-    if teacher_hidden is not None:
-        teacher = Projection(teacher_hidden, teacher_weight, teacher_bias, t_scale, t_cap, gemm_dtype)
-    per_row = row_scale.dim() == 1
-    kernel_scale = (row_scale.new_ones(()) if per_row else row_scale).mul(s_scale)
-    selected = valid.nonzero().squeeze(1)
-    all_valid = torch.ones(min(chunk, hidden.shape[0]), dtype=torch.bool, device=hidden.device)
-    options = (divergence, param, temperature, hard_label_weight, renormalize)
-    for rows in selected.split(chunk):
-        h, z, chain = student.logits(rows)
-        u = None if kind == "sparse" else _teacher_chunk(rows, teacher, teacher_logits, t_scale, t_cap)
-        sparse = (topk_indices, topk_logprobs, rest)
-        chunk_valid = all_valid[: rows.shape[0]]
-        rows_loss, g = _row_op(
-            kind, backend, z, u, rows, sparse, chunk_valid, labels, t, kernel_scale, options
+    with torch.autocast(hidden.device.type, enabled=False):  # the GEMM dtype is explicit
+        student = Projection(hidden, weight, bias, s_scale, s_cap, gemm_dtype)
+        teacher = None
+        if teacher_hidden is not None:
+            teacher = Projection(teacher_hidden, teacher_weight, teacher_bias, t_scale, t_cap, gemm_dtype)
+        work = ChunkPass(
+            kind,
+            backend,
+            student,
+            teacher,
+            teacher_logits,
+            (t_scale, t_cap),
+            (topk_indices, topk_logprobs, rest),
+            labels,
+            t,
+            row_scale,
+            (divergence, param, temperature, hard_label_weight, renormalize),
+            loss,
+            grads if need_grad else None,
         )
-        loss.index_copy_(0, rows, rows_loss)
-        if not need_grad:
-            continue
-        if chain is not None:
-            g.mul_(chain)
-        if per_row:
-            g.mul_(row_scale.index_select(0, rows)[:, None])
-        student.backward(rows, h, g, grads)
+        for rows in valid.nonzero().squeeze(1).split(chunk):
+            work.chunk(rows)  # the chunk's buffers are freed before the next chunk allocates its own
     return (loss, *grads)
 
 

@@ -1,218 +1,75 @@
-"""The ``fastkd`` command.
+"""The ``fastkd`` command (also ``python -m fastkd``).
 
-``fastkd glue {finetune-teacher,distill,demo}`` and ``fastkd lm {distill,cache-teacher}``.
+Each command group is a module of ``fastkd.trainer.commands`` with ``register(groups)``, which adds its
+sub-commands and sets their ``handler`` (and ``extra``: the pip extra they need). Nothing heavy is
+imported before the arguments are parsed: ``fastkd --help`` does not import torch or transformers.
+Errors in the input exit with status 2 and one line; Ctrl-C exits with status 130 and says where the
+checkpoint is and how to resume.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
+import importlib.util
 import sys
-from typing import Any
+
+COMMAND_GROUPS = ("glue", "lm", "info")
+EXTRA_MODULES = {"trainer": ("transformers", "datasets", "accelerate", "safetensors")}
 
 
-def _json(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not JSON: {text!r}") from err
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
-    return value
-
-
-def _glue_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", required=True, help="cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte or wnli")
-    p.add_argument("--output", required=True, help="output directory (model, summary.json, summary.md)")
-    p.add_argument(
-        "--data-dir", help="GLUE TSV files (the task's folder or the GLUE root); default: HF datasets"
-    )
-    p.add_argument("--max-train-samples", type=int)
-    p.add_argument("--max-eval-samples", type=int)
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument(
-        "--eval-steps", type=int, help="evaluate (and checkpoint) every N steps; default each epoch"
-    )
-    p.add_argument("--learning-rate", type=float, help="override the preset")
-    p.add_argument("--epochs", type=float, help="override the preset")
-    p.add_argument("--batch-size", type=int, help="override the preset")
-
-
-def _build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastkd", description="Knowledge-distillation jobs with fastkd losses."
     )
-    groups = parser.add_subparsers(dest="group", required=True)
-    glue = groups.add_parser("glue", help="GLUE teacher fine-tuning and distillation").add_subparsers(
-        dest="command", required=True
-    )
-    p = glue.add_parser("finetune-teacher", help="fine-tune a teacher on a GLUE task")
-    _glue_common(p)
-    p.add_argument("--model", required=True, help="pretrained model name or path")
-    p = glue.add_parser("distill", help="distill a fine-tuned teacher into a student")
-    _glue_common(p)
-    p.add_argument("--teacher", required=True, help="fine-tuned teacher directory")
-    p.add_argument("--student", help="student model name or path")
-    p.add_argument("--student-layers", type=int, help="student = K evenly spaced layers of the teacher")
-    p.add_argument("--student-from", help="with --student-layers: take the layers from this model instead")
-    p.add_argument("--loss", help="registered loss (default forward_kl; mse for stsb)")
-    p.add_argument("--loss-options", type=_json, default={}, help="JSON, e.g. '{\"beta\": 0.5}'")
-    p.add_argument("--temperature", type=float, help="override the preset")
-    p.add_argument("--scale-t2", action="store_true", help="multiply the KD term by T²")
-    p.add_argument("--hard-label-weight", type=float, help="w in (1-w)·KD + w·CE (default 0: pure KD)")
-    p.add_argument("--mix-hard-labels", action="store_true", help="use the preset's alpha: w = 1 - alpha")
-    p.add_argument("--sinkhorn", action="store_true", help="add the SinKD term with the preset weight")
-    p.add_argument(
-        "--sinkhorn-weight", type=float, help="override the preset Sinkhorn weight (implies --sinkhorn)"
-    )
-    p.add_argument("--backend", default="auto")
-    p = glue.add_parser("demo", help="teacher + student without KD + distilled student on the shipped sample")
-    p.add_argument("--output", help="default: <tmp>/fastkd-demo")
-    p.add_argument("--tiny", action="store_true", help="use the tiny BERT even when MiniLM is installed")
-    p.add_argument("--max-samples", type=int, help="use only the first N train and dev examples")
-    p.add_argument("--epochs", type=float, help="override the epochs of the three runs")
-    p.add_argument("--seed", type=int, default=42)
-
-    lm = groups.add_parser("lm", help="causal-LM distillation").add_subparsers(dest="command", required=True)
-    p = lm.add_parser("distill", help="distill a causal LM (live teacher or --teacher-cache)")
-    p.add_argument("--output", required=True)
-    p.add_argument("--teacher")
-    p.add_argument("--teacher-cache", help="directory written by `fastkd lm cache-teacher`")
-    p.add_argument("--student")
-    p.add_argument("--student-layers", type=int)
-    p.add_argument("--data", help="jsonl: {prompt, response} (response-only loss) or {text}")
-    p.add_argument("--loss", help="default forward_kl (live) or sparse_kl (cache)")
-    p.add_argument("--loss-options", type=_json, default={})
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--scale-t2", action="store_true")
-    p.add_argument("--hard-label-weight", type=float, default=0.0)
-    p.add_argument("--learning-rate", type=float, default=5e-5)
-    p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--max-steps", type=int, default=-1)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    p.add_argument("--max-length", type=int, default=512)
-    p.add_argument("--max-samples", type=int)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--backend", default="auto")
-    p = lm.add_parser("cache-teacher", help="write the teacher's top-k log-probs to safetensors shards")
-    p.add_argument("--teacher", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--top-k", type=int, required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--max-length", type=int, default=512)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--shard-size", type=int, default=1024, help="examples per shard")
-    p.add_argument("--max-samples", type=int)
+    groups = parser.add_subparsers(dest="group", required=True, metavar="{" + ",".join(COMMAND_GROUPS) + "}")
+    for name in COMMAND_GROUPS:
+        importlib.import_module(f"fastkd.trainer.commands.{name}").register(groups)
     return parser
 
 
-def _glue_job(a: argparse.Namespace, **overrides: Any) -> Any:
-    from fastkd.trainer.glue.run import GlueJob
-
-    overrides.update(learning_rate=a.learning_rate, epochs=a.epochs, batch_size=a.batch_size)
-    return GlueJob(
-        a.task,
-        a.output,
-        a.data_dir,
-        a.max_train_samples,
-        a.max_eval_samples,
-        a.max_length,
-        a.seed,
-        a.eval_steps,
-        overrides,
+def missing_extra(extra: str | None) -> str | None:
+    """A one-line message when a module of the pip ``extra`` is not installed, else None."""
+    missing = [m for m in EXTRA_MODULES.get(extra or "", ()) if importlib.util.find_spec(m) is None]
+    if not missing:
+        return None
+    return (
+        f"this command needs the {extra} extra (missing: {', '.join(missing)}): pip install 'fastkd[{extra}]'"
     )
 
 
-def _glue(a: argparse.Namespace) -> None:
-    from fastkd.trainer.glue.data import get_task
-    from fastkd.trainer.glue.presets import PRESETS
-    from fastkd.trainer.glue.run import DistillSpec, distill, finetune_teacher
-    from fastkd.trainer.summary import markdown_table
-
-    if a.command == "demo":
-        from fastkd.trainer.glue.demo import run_demo
-
-        run_demo(a.output, a.tiny, a.seed, a.max_samples, a.epochs)
+def _interrupted(err: KeyboardInterrupt) -> None:
+    checkpoint = getattr(err, "checkpoint", None)
+    if checkpoint is None:
+        print("\nfastkd: interrupted before a training step completed (no checkpoint saved)", file=sys.stderr)
         return
-    task = get_task(a.task)
-    if a.command == "finetune-teacher":
-        print(markdown_table([finetune_teacher(_glue_job(a), a.model)]))
-        return
-    weight = a.hard_label_weight
-    if a.mix_hard_labels:
-        weight = 1.0 - PRESETS[task.name].alpha if weight is None else weight
-    job = _glue_job(a, temperature=a.temperature, sinkhorn_weight=a.sinkhorn_weight)
-    spec = DistillSpec(
-        a.teacher,
-        a.student,
-        a.student_layers,
-        a.student_from,
-        a.loss,
-        a.loss_options,
-        weight or 0.0,
-        a.scale_t2,
-        a.sinkhorn or a.sinkhorn_weight is not None,
-        a.backend,
-    )
-    print(markdown_table([distill(job, spec)]))
-
-
-def _lm(a: argparse.Namespace) -> None:
-    if a.command == "cache-teacher":
-        from fastkd.trainer.lm.cache import cache_teacher
-
-        meta = cache_teacher(
-            a.teacher,
-            a.data,
-            a.top_k,
-            a.output,
-            max_length=a.max_length,
-            batch_size=a.batch_size,
-            shard_size=a.shard_size,
-            max_samples=a.max_samples,
-            temperature=a.temperature,
-        )
-        print(json.dumps(meta, indent=2))
-        return
-    from fastkd.trainer.lm.run import LMJob, distill_lm
-
-    distill_lm(
-        LMJob(
-            a.output,
-            a.student,
-            a.student_layers,
-            a.teacher,
-            a.teacher_cache,
-            a.data,
-            a.loss,
-            a.loss_options,
-            a.temperature,
-            a.scale_t2,
-            a.hard_label_weight,
-            a.learning_rate,
-            a.epochs,
-            a.batch_size,
-            a.gradient_accumulation_steps,
-            a.max_steps,
-            a.max_length,
-            a.max_samples,
-            a.seed,
-            a.backend,
-        )
+    print(
+        f"\nfastkd: interrupted at step {err.step}; checkpoint saved in {checkpoint}\n"
+        f"fastkd: to resume, run the same command again (it resumes from the latest checkpoint in "
+        f"--output), or add --resume {checkpoint}",
+        file=sys.stderr,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``fastkd`` script; bad input exits with status 2 and a one-line message."""
-    args = _build_parser().parse_args(argv)
+    """Entry point of the ``fastkd`` script; returns the exit status (0, 2 bad input, 130 interrupted)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    message = missing_extra(getattr(args, "extra", None))
+    if message is not None:
+        print(f"fastkd: error: {message}", file=sys.stderr)
+        return 2
+    from fastkd.trainer.threads import configure_threads
+
+    configure_threads()
     try:
-        (_glue if args.group == "glue" else _lm)(args)
-    except (ValueError, TypeError) as err:
+        args.handler(args)
+    except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"fastkd: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        _interrupted(err)
+        return 130
     return 0
 
 

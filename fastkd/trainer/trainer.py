@@ -12,19 +12,23 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, Trainer, TrainerCallback
 
 from fastkd.trainer.args import DistillationArguments
+from fastkd.trainer.fused_linear import fused_linear_loss
 from fastkd.trainer.losses import build_loss, loss_entry, masked_mean
+from fastkd.trainer.preflight import check_backend, check_model_source, first_line
 
 TASKS = ("classification", "regression", "causal_lm")
 LOSS_STATE_NAME = "fastkd_loss_state.pt"
 
 
 def load_teacher(name_or_path: str, task: str, **kwargs: Any) -> torch.nn.Module:
-    """``from_pretrained`` the teacher for ``task``; a clear ValueError when it cannot be loaded."""
+    """``from_pretrained`` the teacher for ``task``; a one-line ValueError when it cannot be loaded
+    ("teacher not found" for a missing folder or an uncached hub name offline)."""
+    check_model_source(name_or_path, "", "teacher")
     auto = AutoModelForCausalLM if task == "causal_lm" else AutoModelForSequenceClassification
     try:
         return auto.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as err:
-        raise ValueError(f"cannot load teacher {name_or_path!r}: {err}") from err
+        raise ValueError(f"cannot load teacher {name_or_path!r}: {first_line(err)}") from None
 
 
 def _out_dim(model: torch.nn.Module, task: str) -> int:
@@ -80,10 +84,16 @@ class DistillationTrainer(Trainer):
                 f"a regression student (one logit) distils with loss 'mse', got {args.loss_name!r}"
             )
         self.teacher_signal = entry.teacher
+        check_backend(args.kd_backend, "kd_backend", args.device.type)
         self.sinkhorn_fn = build_loss("sinkhorn") if args.sinkhorn_weight > 0 else None
-        if teacher_model is None and args.teacher_name_or_path and self.teacher_signal == "logits":
+        # w = 1 without Sinkhorn: the KD term has weight 0, so neither it nor the teacher is computed.
+        self.uses_kd = args.hard_label_weight < 1
+        self.needs_teacher = (
+            self.uses_kd and self.teacher_signal == "logits"
+        ) or self.sinkhorn_fn is not None
+        if teacher_model is None and args.teacher_name_or_path and self.needs_teacher:
             teacher_model = load_teacher(args.teacher_name_or_path, task)
-        if teacher_model is None and (self.teacher_signal == "logits" or self.sinkhorn_fn is not None):
+        if teacher_model is None and self.needs_teacher:
             raise ValueError(
                 f"loss {args.loss_name!r} needs a teacher: pass teacher_model or set teacher_name_or_path"
             )
@@ -120,17 +130,19 @@ class DistillationTrainer(Trainer):
             return self.teacher(**inputs).logits
 
     def _hard_loss(self, logits: torch.Tensor, labels: torch.Tensor, mask: Any, n: Any) -> torch.Tensor:
+        """Hard-label loss per row (MSE for regression, CE otherwise; [B, T, V] logits of a causal LM
+        are flattened to [B·T, V]), summed over valid rows and divided by ``n`` (the valid count)."""
         if self.task == "regression":
             per_row = (logits.float().squeeze(-1) - labels.float()).pow(2)
         else:
-            per_row = F.cross_entropy(logits.float(), labels.clamp_min(0), reduction="none")
+            flat = logits.float().reshape(-1, logits.shape[-1])
+            per_row = F.cross_entropy(flat, labels.reshape(-1).clamp_min(0), reduction="none")
+            per_row = per_row.view(labels.shape)
         return masked_mean(per_row, mask, n)
 
     def _signals(self, inputs: dict[str, Any], student: torch.Tensor, labels: Any, topk: tuple) -> tuple:
         """(student logits, teacher logits or None, teacher signal for the KD loss, labels, mask)."""
-        use_teacher = self.teacher is not None and (
-            self.teacher_signal == "logits" or self.sinkhorn_fn is not None
-        )
+        use_teacher = self.teacher is not None and self.needs_teacher
         teacher = self._teacher_logits(inputs, student.device) if use_teacher else None
         mask = None
         if self.task == "causal_lm":
@@ -141,7 +153,7 @@ class DistillationTrainer(Trainer):
             topk = tuple(x[:, :-1] if x is not None else None for x in topk)
             mask = labels.ne(-100)
         signal = teacher if self.teacher_signal == "logits" else topk
-        if signal is None or (self.teacher_signal == "topk" and topk[0] is None):
+        if self.uses_kd and (signal is None or (self.teacher_signal == "topk" and topk[0] is None)):
             raise ValueError(
                 f"loss {self.args.loss_name!r} needs teacher_topk_* columns in the batch (a teacher cache)"
             )
@@ -155,6 +167,9 @@ class DistillationTrainer(Trainer):
         num_items_in_batch: Any = None,
     ) -> Any:
         args: DistillationArguments = self.args
+        if args.fused_linear:
+            loss = fused_linear_loss(self, model, inputs, num_items_in_batch)
+            return (loss, None) if return_outputs else loss
         inputs = dict(inputs)
         labels = inputs.pop("labels", None)
         topk = (inputs.pop("teacher_topk_indices", None), inputs.pop("teacher_topk_logprobs", None))
@@ -163,9 +178,11 @@ class DistillationTrainer(Trainer):
         outputs = model(**inputs)
         student, teacher, signal, labels, mask = self._signals(inputs, outputs.logits, labels, topk)
         opts = {"mask": mask, "num_items_in_batch": num_items_in_batch, "temperature": args.temperature}
-        parts = {"kd": self.loss_fn(student, signal, backend=args.kd_backend, **opts)}
-        if args.scale_by_temperature_squared:
-            parts["kd"] = parts["kd"] * args.temperature**2
+        parts = {}
+        if self.uses_kd:
+            parts["kd"] = self.loss_fn(student, signal, backend=args.kd_backend, **opts)
+            if args.scale_by_temperature_squared:
+                parts["kd"] = parts["kd"] * args.temperature**2
         if args.hard_label_weight > 0:
             if labels is None:
                 raise ValueError("hard_label_weight > 0 needs 'labels' in the batch")
@@ -173,7 +190,7 @@ class DistillationTrainer(Trainer):
         if self.sinkhorn_fn is not None:
             parts["sinkhorn"] = self.sinkhorn_fn(student, teacher, backend=args.kd_backend, **opts)
         w = args.hard_label_weight
-        loss = (1 - w) * parts["kd"] + w * parts.get("ce", 0.0)
+        loss = (1 - w) * parts.get("kd", 0.0) + w * parts.get("ce", 0.0)
         loss = loss + args.sinkhorn_weight * parts.get("sinkhorn", 0.0)
         if model.training:
             for key, value in parts.items():

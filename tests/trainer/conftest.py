@@ -57,6 +57,27 @@ def save_tiny_llama(path: str, layers: int = 2, seed: int = 0, vocab_extra: int 
     return path
 
 
+def swap_tokenizer(path: str) -> str:
+    """Overwrite the tokenizer in ``path`` with the tiny one whose tokens 'cat' and 'dog' swap ids:
+    same size, different mapping."""
+    import inspect
+
+    from transformers import BertTokenizerFast
+
+    from fastkd.trainer.models import TINY_VOCAB
+
+    words = open(TINY_VOCAB, encoding="utf-8").read().splitlines()
+    i, j = words.index("cat"), words.index("dog")
+    words[i], words[j] = words[j], words[i]
+    vocab = os.path.join(path, "swapped_vocab.txt")
+    with open(vocab, "w", encoding="utf-8") as f:
+        f.write("\n".join(words) + "\n")
+    key = "vocab" if "vocab" in inspect.signature(BertTokenizerFast.__init__).parameters else "vocab_file"
+    BertTokenizerFast(**{key: vocab}, do_lower_case=True).save_pretrained(path)
+    os.remove(vocab)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> str:
     return save_tiny_bert(str(tmp_path_factory.mktemp("tiny_bert")))

@@ -1,192 +1,158 @@
-"""End-to-end runs of the ``fastkd`` command in subprocesses on the shipped fixtures, and its errors."""
+"""End-to-end runs of the ``fastkd`` command on the shipped fixtures: every documented option at least
+once, interruption and resume, the output folder's contents, ``python -m fastkd``, lazy parsing."""
 
-import json
+import argparse
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
-from conftest import GLUE_DIR, LM_DATA, save_tiny_bert
+import torch
+from cli_helpers import fastkd, glue_resume_runs, glue_runs, interrupt_at, lm_runs, summary
+from conftest import LM_DATA, save_tiny_llama
+from safetensors.torch import load_file
 
-from fastkd.trainer.cli import main
-
-QUICK = ["--data-dir", GLUE_DIR, "--max-train-samples", "8", "--max-eval-samples", "4", "--epochs", "1"]
-QUICK += ["--batch-size", "8", "--learning-rate", "1e-3", "--max-length", "32"]
-
-
-def fastkd(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"}
-    command = [sys.executable, "-m", "fastkd.trainer.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+from fastkd.trainer.cli import build_parser, main
 
 
-def ok(*args: str) -> subprocess.CompletedProcess:
-    result = fastkd(*args)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+def run(argv: list[str], capsys: pytest.CaptureFixture, status: int = 0) -> str:
+    assert main(argv) == status, capsys.readouterr().err[-3000:]
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return out + err
 
 
-def summary(directory: str) -> dict:
-    with open(os.path.join(directory, "summary.json"), encoding="utf-8") as f:
-        return json.load(f)
+def _leaves(parser: argparse.ArgumentParser, prefix: tuple = ()) -> dict[tuple, set[str]]:
+    """Every sub-command's option strings (``--help`` left out); each must have a help text."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        for action in parser._actions:
+            assert action.help, f"fastkd {' '.join(prefix)} {action.option_strings or action.dest}: no help"
+        options = {o for a in parser._actions for o in a.option_strings if o not in ("-h", "--help")}
+        return {prefix: options}
+    return {k: v for name, p in subs[0].choices.items() for k, v in _leaves(p, (*prefix, name)).items()}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("task", "metrics", "student"),
-    [
-        ("sst2", {"accuracy"}, "layers"),
-        ("mrpc", {"accuracy", "f1"}, "path"),
-        ("stsb", {"pearson", "spearman"}, "layers"),
-    ],
-)
-def test_glue_finetune_then_distill(tmp_path, tiny_bert, task: str, metrics: set, student: str) -> None:
-    teacher = str(tmp_path / "teacher")
-    ok("glue", "finetune-teacher", "--task", task, "--model", tiny_bert, "--output", teacher, *QUICK)
-    assert metrics <= set(summary(teacher)["teacher"]["metrics"])
-    how = ["--student-layers", "1"] if student == "layers" else ["--student", tiny_bert]
-    if task == "stsb":
-        how = ["--student", save_tiny_bert(str(tmp_path / "s"), num_labels=1)]
-    out = str(tmp_path / "student")
-    extra = ["--eval-steps", "1", "--scale-t2"] if task == "mrpc" else []
-    if task == "mrpc":
-        extra.append("--sinkhorn")
-    result = ok(
-        "glue", "distill", "--task", task, "--teacher", teacher, *how, "--output", out, *QUICK, *extra
-    )
-    row = summary(out)["student"]
-    assert metrics <= set(row["metrics"]) and row["loss"] == ("mse" if task == "stsb" else "forward_kl")
-    assert row["wall_time_s"] > 0 and row["train_tokens_per_s"] > 0
-    assert "| student |" in result.stdout and os.path.isfile(os.path.join(out, "summary.md"))
-    assert os.path.isfile(os.path.join(out, "model.safetensors"))
+def test_every_documented_option_is_exercised() -> None:
+    runs = [*glue_runs("t", "b").values(), *glue_resume_runs("t", "b").values()]
+    runs += lm_runs("t", "l", "b").values()
+    leaves = _leaves(build_parser())
+    for command, options in leaves.items():
+        used = {a for argv in runs if tuple(argv[: len(command)]) == command for a in argv}
+        assert options <= used, f"fastkd {' '.join(command)}: never run with {sorted(options - used)}"
+    assert ("lm", "verify-cache") in leaves and ("info",) in leaves
+
+
+def _no_optimizer_states(directory: str) -> None:
+    for root, dirs, files in os.walk(directory):
+        assert not [d for d in dirs if d.startswith("checkpoint-")], root
+        assert "optimizer.pt" not in files, root
 
 
 @pytest.mark.slow
-def test_lm_cache_then_distill(tmp_path, tiny_llama) -> None:
-    cache = str(tmp_path / "cache")
-    ok("lm", "cache-teacher", "--teacher", tiny_llama, "--data", LM_DATA, "--top-k", "8", "--output", cache)
-    assert os.path.isfile(os.path.join(cache, "shard-00000.safetensors"))
-    out = str(tmp_path / "student")
-    result = ok(
-        "lm",
-        "distill",
-        "--teacher-cache",
-        cache,
-        "--student",
-        tiny_llama,
-        "--output",
-        out,
-        "--max-steps",
-        "2",
-    )
-    assert summary(out)["student"]["loss"] == "sparse_kl" and "| student |" in result.stdout
-
-
-def test_bad_input_exits_with_a_message(tmp_path, tiny_bert, capsys: pytest.CaptureFixture) -> None:
-    cases = [
-        (
-            ["glue", "finetune-teacher", "--task", "squad", "--model", tiny_bert, "--output", str(tmp_path)],
-            "unknown GLUE task",
-        ),
-        (
-            [
-                "glue",
-                "distill",
-                "--task",
-                "rte",
-                "--teacher",
-                str(tmp_path / "none"),
-                "--student-layers",
-                "1",
-                "--output",
-                str(tmp_path),
-            ],
-            "cannot load teacher",
-        ),
-        (
-            [
-                "glue",
-                "distill",
-                "--task",
-                "mnli",
-                "--teacher",
-                tiny_bert,
-                "--student-layers",
-                "1",
-                "--output",
-                str(tmp_path),
-            ],
-            "has 2 labels, task mnli has 3",
-        ),
-        (
-            [
-                "glue",
-                "distill",
-                "--task",
-                "rte",
-                "--teacher",
-                tiny_bert,
-                "--output",
-                str(tmp_path),
-                "--data-dir",
-                GLUE_DIR,
-            ],
-            "exactly one of --student",
-        ),
-        (
-            [
-                "glue",
-                "distill",
-                "--task",
-                "rte",
-                "--teacher",
-                tiny_bert,
-                "--student-layers",
-                "1",
-                "--loss",
-                "nope",
-                "--output",
-                str(tmp_path),
-                "--data-dir",
-                GLUE_DIR,
-            ],
-            "unknown loss 'nope'",
-        ),
-        (["lm", "distill", "--student", tiny_bert, "--output", str(tmp_path)], "give --teacher PATH"),
+def test_glue_runs(tmp_path, tiny_bert, capsys: pytest.CaptureFixture) -> None:
+    runs = glue_runs(str(tmp_path), tiny_bert)
+    run(runs["teacher"], capsys)
+    assert {"accuracy"} <= set(summary(str(tmp_path / "teacher"))["teacher"]["metrics"])
+    out = run(runs["kd"], capsys)
+    row = summary(str(tmp_path / "kd"))["student"]
+    assert row["loss"] == "jsd" and "| student |" in out and row["train_tokens_per_s"] > 0
+    run(runs["path"], capsys)
+    assert os.path.isfile(tmp_path / "path" / "model.safetensors")
+    out = run(runs["demo"], capsys)
+    for line in ("| teacher |", "| student without KD (CE only) |", "| distilled student |"):
+        assert line in out
+    assert "Loading weights" not in out and "'loss':" not in out  # the table is not buried
+    assert [r["loss"] for r in summary(str(tmp_path / "demo"))["runs"]] == ["cross_entropy"] * 2 + [
+        "forward_kl"
     ]
-    for argv, message in cases:
-        assert main(argv) == 2
-        err = capsys.readouterr().err
-        assert message in err and "Traceback" not in err
+    for sub in ("teacher", "kd", "path", "demo"):
+        _no_optimizer_states(str(tmp_path / sub))
 
 
 @pytest.mark.slow
-def test_subprocess_error_has_no_traceback(tmp_path) -> None:
-    result = fastkd(
-        "glue",
-        "distill",
-        "--task",
-        "sst2",
-        "--teacher",
-        str(tmp_path),
-        "--student-layers",
-        "1",
-        "--output",
-        str(tmp_path),
-    )
-    assert result.returncode == 2 and "fastkd: error: cannot load teacher" in result.stderr
-    assert "Traceback" not in result.stderr
+def test_lm_runs(tmp_path, tiny_llama, capsys: pytest.CaptureFixture) -> None:
+    bare = save_tiny_llama(str(tmp_path / "bare"), layers=1, seed=1)
+    for name in os.listdir(bare):
+        if name.startswith(("tokenizer", "special_tokens", "vocab")):
+            os.remove(os.path.join(bare, name))  # --teacher-cache needs no student tokenizer
+    runs = lm_runs(str(tmp_path), tiny_llama, bare)
+    run(runs["cache"], capsys)
+    assert len(summary_of_cache := load_meta(tmp_path / "cache")["shards"]) == 3, summary_of_cache
+    assert "ok (7 examples, 3 shards, top_k 8)" in run(runs["verify"], capsys)
+    run(runs["from-cache"], capsys)
+    assert os.path.isfile(tmp_path / "from-cache" / "tokenizer.json")  # the cache's tokenizer
+    run(runs["taid"], capsys)
+    assert summary(str(tmp_path / "taid"))["student"]["loss"] == "taid"
+    out = run(runs["info"], capsys)
+    assert "torch_intra_op_threads" in out and "cpu" in out and "transformers" in out
+    for sub in ("from-cache", "taid"):
+        _no_optimizer_states(str(tmp_path / sub))
+
+
+def load_meta(directory) -> dict:
+    from fastkd.trainer.lm.cache import read_cache_meta
+
+    return read_cache_meta(str(directory))
 
 
 @pytest.mark.slow
-def test_demo_runs_three_jobs_and_prints_the_table(tmp_path, capsys: pytest.CaptureFixture) -> None:
-    assert (
-        main(["glue", "demo", "--tiny", "--output", str(tmp_path), "--max-samples", "16", "--epochs", "1"])
-        == 0
+def test_ctrl_c_saves_and_resume_continues(tmp_path, tiny_bert, tiny_llama, monkeypatch, capsys) -> None:
+    """A SIGINT at step 1 saves checkpoint-1 and exits 130; --resume (or a rerun) continues to the
+    end; the resumed student equals the uninterrupted one."""
+    full = lm_runs(str(tmp_path / "full"), tiny_llama, tiny_llama)["live"]
+    run(full, capsys)
+    runs = {**lm_runs(str(tmp_path), tiny_llama, tiny_llama), **glue_resume_runs(str(tmp_path), tiny_bert)}
+    with monkeypatch.context() as m:
+        interrupt_at(m, 1)
+        for name, folder in (("live", "live"), ("teacher", "t"), ("student", "s")):
+            err = run(runs[name], capsys, status=130)
+            checkpoint = tmp_path / folder / "checkpoint-1"
+            assert f"checkpoint saved in {checkpoint}" in err and "to resume" in err, err
+            assert os.path.isfile(checkpoint / "trainer_state.json")
+    for name in ("live-resume", "teacher-resume", "student-resume"):
+        run(runs[name], capsys)
+    resumed = load_file(tmp_path / "live" / "model.safetensors")
+    for key, value in load_file(tmp_path / "full" / "live" / "model.safetensors").items():
+        torch.testing.assert_close(resumed[key], value, rtol=1e-5, atol=1e-6)
+    _no_optimizer_states(str(tmp_path / "live"))
+
+
+@pytest.mark.slow
+def test_sigint_subprocess_then_rerun_resumes(tmp_path, tiny_llama) -> None:
+    out = tmp_path / "o"
+    argv = ["lm", "distill", "--teacher", tiny_llama, "--student", tiny_llama, "--data", LM_DATA]
+    argv += ["--output", str(out), "--max-steps", "300", "--batch-size", "2", "--save-steps", "1"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fastkd", *argv],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
-    out = capsys.readouterr().out
-    for run in ("| teacher |", "| student without KD (CE only) |", "| distilled student |"):
-        assert run in out
-    runs = summary(str(tmp_path))["runs"]
-    assert [r["loss"] for r in runs] == ["cross_entropy", "cross_entropy", "forward_kl"]
-    assert all("accuracy" in r["metrics"] for r in runs)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint-1").is_dir() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err[-3000:]
+    assert "checkpoint saved in" in err and "to resume" in err and "Traceback" not in err
+    again = fastkd(*argv)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming from {out}/checkpoint-" in again.stderr
+    _no_optimizer_states(str(out))
+
+
+def test_python_m_fastkd_is_the_command_and_parses_without_torch() -> None:
+    module, script = fastkd("--help"), fastkd("--help", module="fastkd.trainer.cli")
+    assert module.returncode == 0 and module.stdout == script.stdout and "glue" in module.stdout
+    code = (
+        "import sys; from fastkd.trainer.cli import build_parser; "
+        "build_parser().parse_args(['lm', 'distill', '--output', 'x']); "
+        "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -144,6 +144,49 @@ def test_causal_lm_shift_and_response_only_mask(tmp_path) -> None:
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_causal_lm_hard_label_weight(tmp_path) -> None:
+    """(1-w)·KL + w·CE over the shifted response tokens of [B, T, V] logits, and a training step."""
+    tokenizer = tiny_tokenizer()
+    examples = encode_all(read_jsonl(f"{GLUE_DIR}/../lm.jsonl", 4), tokenizer, 64)
+    student, teacher = llama(0, len(tokenizer)), llama(1, len(tokenizer))
+    a = args(tmp_path, hard_label_weight=0.4, max_steps=1, per_device_train_batch_size=4)
+    trainer = DistillationTrainer(
+        model=student, args=a, teacher_model=teacher, task="causal_lm", train_dataset=examples
+    )
+    trainer.data_collator = LMCollator(0)
+    batch = LMCollator(0)(examples)
+    labels = batch["labels"][:, 1:]
+    n = int(labels.ne(-100).sum())
+    loss = trainer.compute_loss(student, dict(batch), num_items_in_batch=torch.tensor(n))
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    s, t = student(**inputs).logits[:, :-1], teacher(**inputs).logits[:, :-1]
+    valid = labels.ne(-100)
+    kl = oracle_kl(s, t, 1.0)[valid].sum() / n
+    ce = F.cross_entropy(s[valid].double(), labels[valid], reduction="sum") / n
+    torch.testing.assert_close(loss.double(), 0.6 * kl + 0.4 * ce, rtol=1e-5, atol=1e-6)
+    trainer.args.remove_unused_columns = False
+    assert math.isfinite(trainer.train().training_loss)
+
+
+def test_ce_only_student_skips_the_teacher(tmp_path, sst2) -> None:
+    """hard_label_weight = 1 (no Sinkhorn): the KD term has weight 0, the teacher never runs."""
+    student, teacher = bert(0), bert(1)
+
+    def refuse(*_: object) -> None:
+        raise AssertionError("the teacher ran although the KD weight is 0")
+
+    teacher.register_forward_pre_hook(refuse)
+    trainer = DistillationTrainer(
+        model=student, args=args(tmp_path, hard_label_weight=1.0), teacher_model=teacher
+    )
+    batch = DataCollatorWithPadding(tiny_tokenizer())([sst2[i] for i in range(8)])
+    loss = trainer.compute_loss(student, dict(batch), num_items_in_batch=torch.tensor(8))
+    s = student(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    torch.testing.assert_close(loss, F.cross_entropy(s, batch["labels"]), rtol=1e-5, atol=1e-6)
+    assert set(trainer._sums) == {"ce"}
+    DistillationTrainer(model=bert(0), args=args(tmp_path, hard_label_weight=1.0))  # no teacher needed
+
+
 def test_bad_input_fails_early(tmp_path) -> None:
     with pytest.raises(ValueError, match="number of labels: teacher 3, student 2"):
         DistillationTrainer(model=bert(0), args=args(tmp_path), teacher_model=bert(1, num_labels=3))
@@ -153,8 +196,12 @@ def test_bad_input_fails_early(tmp_path) -> None:
         )
     with pytest.raises(ValueError, match="needs a teacher"):
         DistillationTrainer(model=bert(0), args=args(tmp_path))
-    with pytest.raises(ValueError, match="cannot load teacher"):
+    with pytest.raises(ValueError, match=r"teacher not found: .*nope"):
         DistillationTrainer(model=bert(0), args=args(tmp_path, teacher_name_or_path=str(tmp_path / "nope")))
+    with pytest.raises(ValueError, match="kd_backend cuda: backend 'cuda' has no kernels"):
+        DistillationTrainer(model=bert(0), args=args(tmp_path, kd_backend="cuda"), teacher_model=bert(1))
+    with pytest.raises(ValueError, match="kd_backend gpu: unknown backend 'gpu'"):
+        DistillationTrainer(model=bert(0), args=args(tmp_path, kd_backend="gpu"), teacher_model=bert(1))
     with pytest.raises(ValueError, match="unknown loss 'kl2'"):
         DistillationTrainer(model=bert(0), args=args(tmp_path, loss_name="kl2"), teacher_model=bert(1))
     with pytest.raises(TypeError, match="forward_kl"):

@@ -7,12 +7,15 @@ tasks) and ``label`` (int class index, or float score for STS-B).
 from __future__ import annotations
 
 import csv
+import io
 import os
 import sys
 import warnings
 from dataclasses import dataclass
 
 from datasets import Dataset
+
+from fastkd.trainer.preflight import read_text
 
 csv.field_size_limit(sys.maxsize)
 
@@ -115,8 +118,8 @@ def read_tsv(task: GlueTask, path: str) -> Dataset:
     """Read one GLUE TSV file in ``task``'s original layout (unquoted tab-separated, header unless CoLA)."""
     if not os.path.isfile(path):
         raise ValueError(f"GLUE file not found: {path}")
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    text = io.StringIO(read_text(path), newline="")
+    rows = list(csv.reader(text, delimiter="\t", quoting=csv.QUOTE_NONE))
     header = rows.pop(0) if task.header and rows else None
     cols = [_column(task, header, c, path) for c in (task.text_a, task.text_b, task.label) if c is not None]
     if not task.header and rows and len(rows[0]) <= max(cols):

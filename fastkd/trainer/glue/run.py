@@ -8,8 +8,8 @@ from typing import Any
 
 from transformers import (
     AutoModelForSequenceClassification,
-    AutoTokenizer,
     DataCollatorWithPadding,
+    PrinterCallback,
     Trainer,
     TrainingArguments,
     set_seed,
@@ -19,9 +19,13 @@ from fastkd.trainer.args import DistillationArguments
 from fastkd.trainer.glue.data import GlueTask, get_task, load_glue, tokenize
 from fastkd.trainer.glue.metrics import MAIN_METRIC, glue_metrics
 from fastkd.trainer.glue.presets import PRESETS, TEACHER_PRESET, Preset
+from fastkd.trainer.interrupt import interruptible_train, remove_checkpoints, resume_point
+from fastkd.trainer.losses import loss_entry
 from fastkd.trainer.models import shrink_layers
+from fastkd.trainer.preflight import first_line
 from fastkd.trainer.summary import count_tokens, write_summary
 from fastkd.trainer.trainer import DistillationTrainer, check_compatible, load_teacher
+from fastkd.trainer.vocab import check_student_tokenizer, load_tokenizer
 
 
 @dataclass
@@ -37,7 +41,13 @@ class GlueJob:
     seed: int = 42
     eval_steps: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    resume: str = "auto"  # "auto" (latest checkpoint in output), "never" or a checkpoint folder
+    quiet: bool = False  # no progress bars and no per-step log lines (the demo)
     extra_args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Resolves ``resume`` to the checkpoint to continue from (None: start afresh), before any work."""
+        self.checkpoint = resume_point(self.output, self.resume)
 
 
 def _training_kwargs(job: GlueJob, task: GlueTask, preset: Preset) -> dict[str, Any]:
@@ -57,6 +67,7 @@ def _training_kwargs(job: GlueJob, task: GlueTask, preset: Preset) -> dict[str, 
         metric_for_best_model=f"eval_{task.eval_splits[0]}_{MAIN_METRIC[task.name]}",
         greater_is_better=True,
         logging_steps=max(1, job.eval_steps or 10),
+        disable_tqdm=True if job.quiet else None,
         seed=job.seed,
         data_seed=job.seed,
         report_to=[],
@@ -81,10 +92,13 @@ _NOT_METRICS = ("loss", "runtime", "samples_per_second", "steps_per_second", "ep
 
 
 def _run(
-    trainer: Trainer, evals: dict[str, Any], train: Any, role: str, model: str, loss: str
+    job: GlueJob, trainer: Trainer, evals: dict[str, Any], train: Any, role: str, model: str, loss: str
 ) -> dict[str, Any]:
+    """Train (from ``job.checkpoint`` when resuming), evaluate on every dev split: the summary row."""
+    if job.quiet:
+        trainer.remove_callback(PrinterCallback)
     start = time.perf_counter()
-    result = trainer.train()
+    result = interruptible_train(trainer, job.checkpoint)
     wall = time.perf_counter() - start
     metrics = {}
     for split, ds in evals.items():
@@ -112,15 +126,17 @@ def _compute_metrics(task: GlueTask):
 
 
 def _save(trainer: Trainer, tokenizer: Any, output: str) -> None:
+    """The final (best-dev) model and its tokenizer; the checkpoints (optimizer states) are removed."""
     trainer.save_model(output)
     tokenizer.save_pretrained(output)
+    remove_checkpoints(output)
 
 
 def finetune_teacher(job: GlueJob, model: str) -> dict[str, Any]:
     """Fine-tune ``model`` on the task with the hard labels; saves the best-dev model to ``job.output``."""
     task = get_task(job.task)
     set_seed(job.seed)
-    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer = load_tokenizer(model, "model")
     train, evals = _data(job, task, tokenizer)
     net = _classifier(model, task)
     preset = TEACHER_PRESET.override(**job.overrides)
@@ -133,7 +149,9 @@ def finetune_teacher(job: GlueJob, model: str) -> dict[str, Any]:
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=_compute_metrics(task),
     )
-    row = _run(trainer, evals, train, "teacher", model, "cross_entropy" if task.num_labels > 1 else "mse")
+    row = _run(
+        job, trainer, evals, train, "teacher", model, "cross_entropy" if task.num_labels > 1 else "mse"
+    )
     _save(trainer, tokenizer, job.output)
     write_summary(job.output, {"task": task.name, "teacher": row}, [row])
     return row
@@ -161,13 +179,11 @@ def _classifier(name_or_path: str, task: GlueTask) -> Any:
         return AutoModelForSequenceClassification.from_pretrained(
             name_or_path, num_labels=task.num_labels, ignore_mismatched_sizes=True
         )
-    except OSError as err:
-        raise ValueError(f"cannot load model {name_or_path!r}: {err}") from err
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot load model {name_or_path!r}: {first_line(err)}") from None
 
 
 def _student(spec: DistillSpec, task: GlueTask, teacher: Any) -> Any:
-    if (spec.student is None) == (spec.student_layers is None):
-        raise ValueError("give exactly one of --student PATH and --student-layers K")
     if spec.student is not None:
         return _classifier(spec.student, task)
     base = teacher if spec.student_from is None else _classifier(spec.student_from, task)
@@ -177,6 +193,10 @@ def _student(spec: DistillSpec, task: GlueTask, teacher: Any) -> Any:
 def distill(job: GlueJob, spec: DistillSpec) -> dict[str, Any]:
     """Distill the fine-tuned ``spec.teacher`` into a student on the task; saves the best-dev student."""
     task = get_task(job.task)
+    if (spec.student is None) == (spec.student_layers is None):
+        raise ValueError("give exactly one of --student PATH and --student-layers K")
+    loss = spec.loss or ("mse" if task.is_regression else "forward_kl")
+    loss_entry(loss)
     set_seed(job.seed)
     teacher = load_teacher(spec.teacher, "classification")
     if teacher.config.num_labels != task.num_labels:
@@ -184,12 +204,12 @@ def distill(job: GlueJob, spec: DistillSpec) -> dict[str, Any]:
             f"teacher {spec.teacher!r} has {teacher.config.num_labels} labels, "
             f"task {task.name} has {task.num_labels}"
         )
+    tokenizer = load_tokenizer(spec.teacher, "teacher")
+    check_student_tokenizer(tokenizer, spec.student or spec.student_from)
     student = _student(spec, task, teacher)
     check_compatible(student, teacher, "classification")
-    tokenizer = AutoTokenizer.from_pretrained(spec.teacher)
     train, evals = _data(job, task, tokenizer)
     preset = PRESETS[task.name].override(**job.overrides)
-    loss = spec.loss or ("mse" if task.is_regression else "forward_kl")
     args = DistillationArguments(
         **_training_kwargs(job, task, preset),
         loss_name=loss,
@@ -211,7 +231,7 @@ def distill(job: GlueJob, spec: DistillSpec) -> dict[str, Any]:
         compute_metrics=_compute_metrics(task),
     )
     name = spec.student or f"{spec.student_from or spec.teacher} (K={spec.student_layers})"
-    row = _run(trainer, evals, train, "student", name, loss)
+    row = _run(job, trainer, evals, train, "student", name, loss)
     _save(trainer, tokenizer, job.output)
     summary = {"task": task.name, "teacher": spec.teacher, "preset": vars(preset), "student": row}
     write_summary(job.output, summary, [row])

@@ -1,29 +1,32 @@
 """Offline teacher cache: the teacher's top-k log-probabilities per token, in safetensors shards.
 
-Layout of ``DIR``: ``cache.json`` (format, teacher, top_k, vocab_size, temperature, max_length,
-num_examples, shards) and ``shard-NNNNN.safetensors`` holding, for the examples of that shard
-concatenated along the token axis, ``input_ids`` [T] and ``labels`` [T] (int64), ``offsets`` [n+1]
-(int64, example i is rows offsets[i]:offsets[i+1]), ``topk_indices`` [T, k] (int32) and
-``topk_logprobs`` [T, k] (fp32, log-softmax of the teacher logits at ``temperature``, from
-``fastkd.teacher_topk``).
+Layout of ``DIR``: ``cache.json`` (format, teacher, top_k, vocab_size, vocab_sha256 of the teacher's
+tokenizer, temperature, max_length, num_examples and, per shard, its name, bytes, sha256, examples and
+tokens), the teacher's tokenizer under ``tokenizer/``, and ``shard-NNNNN.safetensors`` holding, for
+the examples of that shard concatenated along the token axis, ``input_ids`` [T] and ``labels`` [T]
+(int64), ``offsets`` [n+1] (int64, example i is rows offsets[i]:offsets[i+1]), ``topk_indices``
+[T, k] (int32) and ``topk_logprobs`` [T, k] (fp32, log-softmax of the teacher logits at
+``temperature``, from ``fastkd.teacher_topk``). ``fastkd.trainer.lm.cache_check`` verifies it all.
 """
 
 from __future__ import annotations
 
+import glob
 import itertools
 import json
 import os
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 import fastkd
+from fastkd.trainer.lm.cache_check import FORMAT, META_NAME, SHARD_GLOB, read_meta, read_shard, shard_entry
 from fastkd.trainer.lm.data import LMCollator, encode_all, read_jsonl
 from fastkd.trainer.trainer import load_teacher
+from fastkd.trainer.vocab import load_tokenizer, vocabulary, vocabulary_sha256
 
-FORMAT = "fastkd-teacher-topk/1"
-META_NAME = "cache.json"
+TOKENIZER_DIR = "tokenizer"
 
 
 def _teacher_topk(logits: torch.Tensor, k: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,30 +76,36 @@ def cache_teacher(
     temperature: float = 1.0,
 ) -> dict[str, Any]:
     """Write the top-``top_k`` teacher log-probs over ``data`` to ``output``; returns the metadata."""
-    from transformers import AutoTokenizer
-
+    for name, value in (("shard_size", shard_size), ("batch_size", batch_size), ("max_length", max_length)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     records = read_jsonl(data, max_samples)
     teacher = load_teacher(teacher_path, "causal_lm").eval()
     vocab = int(teacher.config.vocab_size)
     if not 1 <= top_k <= vocab:
         raise ValueError(f"--top-k must be in [1, {vocab}] (the teacher's vocabulary), got {top_k}")
-    tokenizer = AutoTokenizer.from_pretrained(teacher_path)
+    tokenizer = load_tokenizer(teacher_path, "teacher")
     examples = encode_all(records, tokenizer, max_length)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     os.makedirs(output, exist_ok=True)
+    for stale in glob.glob(os.path.join(output, SHARD_GLOB)):
+        os.remove(stale)
     shards = []
     for number, start in enumerate(range(0, len(examples), shard_size)):
-        name = f"shard-{number:05d}.safetensors"
-        tensors = _shard(teacher, examples[start : start + shard_size], pad, top_k, temperature, batch_size)
-        save_file(tensors, os.path.join(output, name))
-        shards.append(name)
+        path = os.path.join(output, f"shard-{number:05d}.safetensors")
+        part = examples[start : start + shard_size]
+        tensors = _shard(teacher, part, pad, top_k, temperature, batch_size)
+        save_file(tensors, path)
+        shards.append(shard_entry(path, len(part), int(tensors["input_ids"].numel())))
+    tokenizer.save_pretrained(os.path.join(output, TOKENIZER_DIR))
     meta = {
         "format": FORMAT,
         "teacher": teacher_path,
         "data": data,
         "top_k": top_k,
         "vocab_size": vocab,
-        "temperature": temperature,
+        "vocab_sha256": vocabulary_sha256(vocabulary(tokenizer)),
+        "temperature": float(temperature),
         "max_length": max_length,
         "num_examples": len(examples),
         "shards": shards,
@@ -107,27 +116,20 @@ def cache_teacher(
 
 
 def read_cache_meta(directory: str) -> dict[str, Any]:
-    """The metadata of a teacher cache; ValueError when ``directory`` is not one."""
-    path = os.path.join(directory, META_NAME)
-    if not os.path.isfile(path):
-        raise ValueError(
-            f"{directory!r} is not a teacher cache (no {META_NAME}); run `fastkd lm cache-teacher`"
-        )
-    with open(path, encoding="utf-8") as f:
-        meta = json.load(f)
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: unknown cache format {meta.get('format')!r}, expected {FORMAT!r}")
-    return meta
+    """The checked metadata of a teacher cache; ValueError naming the file when it is not one."""
+    return read_meta(directory)
 
 
 def load_cache(directory: str, max_samples: int | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The metadata and the cached examples (input_ids, labels, teacher_topk_indices/logprobs)."""
-    meta = read_cache_meta(directory)
+    """The metadata and the cached examples (input_ids, labels, teacher_topk_indices/logprobs); every
+    shard read is checked (size, sha256, layout) first."""
+    meta = read_meta(directory)
     examples: list[dict[str, Any]] = []
-    for name in meta["shards"]:
-        shard = load_file(os.path.join(directory, name))
-        offsets = shard["offsets"].tolist()
-        for a, b in itertools.pairwise(offsets):
+    for entry in meta["shards"]:
+        if max_samples is not None and len(examples) >= max_samples:
+            break
+        shard = read_shard(directory, entry, meta)
+        for a, b in itertools.pairwise(shard["offsets"].tolist()):
             examples.append(
                 {
                     "input_ids": shard["input_ids"][a:b].tolist(),
@@ -141,3 +143,8 @@ def load_cache(directory: str, max_samples: int | None = None) -> tuple[dict[str
     if not examples:
         raise ValueError(f"teacher cache {directory!r} holds no examples")
     return meta, examples
+
+
+def cache_tokenizer_path(directory: str) -> str:
+    """The folder of the tokenizer the cache was written with."""
+    return os.path.join(directory, TOKENIZER_DIR)

@@ -8,27 +8,26 @@ from typing import Any
 
 import torch
 
+from fastkd.trainer.preflight import read_text
+
 
 def read_jsonl(path: str, max_samples: int | None = None) -> list[dict[str, str]]:
     """The records of ``path``; each must have ``text`` or both ``prompt`` and ``response``."""
     if not os.path.isfile(path):
         raise ValueError(f"data file not found: {path}")
     records = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_no}: not a JSON object ({err})") from err
-            if not isinstance(record, dict) or not (
-                "text" in record or {"prompt", "response"} <= set(record)
-            ):
-                raise ValueError(f"{path}:{line_no}: expected keys 'text' or 'prompt' and 'response'")
-            records.append(record)
-            if max_samples is not None and len(records) >= max_samples:
-                break
+    for line_no, line in enumerate(read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{line_no}: not a JSON object ({err})") from err
+        if not isinstance(record, dict) or not ("text" in record or {"prompt", "response"} <= set(record)):
+            raise ValueError(f"{path}:{line_no}: expected keys 'text' or 'prompt' and 'response'")
+        records.append(record)
+        if max_samples is not None and len(records) >= max_samples:
+            break
     if not records:
         raise ValueError(f"{path}: the dataset is empty")
     return records

@@ -7,15 +7,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from transformers import AutoModelForCausalLM, set_seed
 
 from fastkd.trainer.args import DistillationArguments
-from fastkd.trainer.lm.cache import load_cache
+from fastkd.trainer.interrupt import interruptible_train, remove_checkpoints, resume_point
+from fastkd.trainer.lm.cache import cache_tokenizer_path, load_cache
 from fastkd.trainer.lm.data import LMCollator, encode_all, read_jsonl
 from fastkd.trainer.losses import loss_entry
 from fastkd.trainer.models import shrink_layers
+from fastkd.trainer.preflight import first_line
 from fastkd.trainer.summary import write_summary
 from fastkd.trainer.trainer import DistillationTrainer, check_compatible, load_teacher
+from fastkd.trainer.vocab import (
+    check_cache_vocabulary,
+    check_student_tokenizer,
+    has_tokenizer,
+    load_tokenizer,
+    vocabulary,
+)
 
 
 @dataclass
@@ -42,6 +51,8 @@ class LMJob:
     max_samples: int | None = None
     seed: int = 42
     backend: str = "auto"
+    save_steps: int = 500
+    resume: str = "auto"  # "auto" (latest checkpoint in output), "never" or a checkpoint folder
     extra_args: dict[str, Any] = field(default_factory=dict)
 
 
@@ -56,46 +67,45 @@ class _Examples(torch.utils.data.Dataset):
         return self.examples[i]
 
 
-def _models(job: LMJob) -> tuple[Any, Any, str]:
-    """(student, teacher or None, tokenizer path)."""
-    if job.teacher_cache is None and job.teacher is None:
-        raise ValueError("give --teacher PATH (live teacher) or --teacher-cache DIR")
+def _student_model(path: str) -> Any:
+    try:
+        return AutoModelForCausalLM.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot load student {path!r}: {first_line(err)}") from None
+
+
+def _models(job: LMJob) -> tuple[Any, Any]:
+    """(student, teacher or None)."""
     if (job.student is None) == (job.student_layers is None):
         raise ValueError("give exactly one of --student PATH and --student-layers K")
     teacher = load_teacher(job.teacher, "causal_lm") if job.teacher_cache is None else None
     if job.student is not None:
-        student = AutoModelForCausalLM.from_pretrained(job.student)
+        student = _student_model(job.student)
     elif job.teacher is not None:
         student = shrink_layers(teacher or load_teacher(job.teacher, "causal_lm"), job.student_layers)
     else:
         raise ValueError("--student-layers needs --teacher (the model whose layers the student keeps)")
     if teacher is not None:
         check_compatible(student, teacher, "causal_lm")
-    return student, teacher, job.student or job.teacher
+    return student, teacher
 
 
-def _examples(job: LMJob, student: Any, tokenizer: Any) -> tuple[list[dict[str, Any]], str]:
-    if job.teacher_cache is not None:
-        meta, examples = load_cache(job.teacher_cache, job.max_samples)
-        if int(meta["vocab_size"]) != int(student.config.vocab_size):
-            raise ValueError(
-                f"teacher cache vocabulary ({meta['vocab_size']}) differs from the student's "
-                f"({student.config.vocab_size})"
-            )
-        return examples, job.loss or "sparse_kl"
-    if job.data is None:
-        raise ValueError("give --data FILE (jsonl with prompt/response or text)")
-    return encode_all(
-        read_jsonl(job.data, job.max_samples), tokenizer, job.max_length
-    ), job.loss or "forward_kl"
+def _tokenizer(job: LMJob, meta: dict[str, Any] | None) -> Any:
+    """The teacher's tokenizer (from the cache when there is one); the student's, when its folder has
+    one, must map tokens to the same ids."""
+    if meta is None:
+        tokenizer = load_tokenizer(job.teacher, "teacher")
+        check_student_tokenizer(tokenizer, job.student)
+        return tokenizer
+    if job.student is not None and has_tokenizer(job.student):
+        student = vocabulary(load_tokenizer(job.student, "student"))
+        check_cache_vocabulary(meta["vocab_sha256"], student, job.teacher_cache)
+    return load_tokenizer(cache_tokenizer_path(job.teacher_cache), "teacher cache")
 
 
-def distill_lm(job: LMJob) -> dict[str, Any]:
-    """Train the student; saves it to ``job.output`` with a summary; returns the summary row."""
-    set_seed(job.seed)
-    student, teacher, tokenizer_path = _models(job)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-    examples, loss = _examples(job, student, tokenizer)
+def _loss(job: LMJob) -> str:
+    """The loss name, checked against the teacher signal there is (logits live, top-k from a cache)."""
+    loss = job.loss or ("sparse_kl" if job.teacher_cache is not None else "forward_kl")
     wants = loss_entry(loss).teacher
     if job.teacher_cache is not None and wants != "topk":
         raise ValueError(
@@ -105,6 +115,42 @@ def distill_lm(job: LMJob) -> dict[str, Any]:
         raise ValueError(
             f"loss {loss!r} reads a teacher cache: run `fastkd lm cache-teacher` and pass --teacher-cache"
         )
+    return loss
+
+
+def _read(job: LMJob) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """(cache metadata or None, the cached examples or the data's records): read and checked before
+    any model is loaded."""
+    if job.teacher_cache is None and job.teacher is None:
+        raise ValueError("give --teacher PATH (live teacher) or --teacher-cache DIR")
+    if job.teacher_cache is not None:
+        return load_cache(job.teacher_cache, job.max_samples)
+    if job.data is None:
+        raise ValueError("give --data FILE (jsonl with prompt/response or text)")
+    return None, read_jsonl(job.data, job.max_samples)
+
+
+def _examples(job: LMJob, student: Any, meta: dict[str, Any] | None, data: list) -> tuple[list, Any]:
+    """(examples, tokenizer)."""
+    if meta is not None:
+        if int(meta["vocab_size"]) != int(student.config.vocab_size):
+            raise ValueError(
+                f"teacher cache vocabulary ({meta['vocab_size']}) differs from the student's "
+                f"({student.config.vocab_size})"
+            )
+        return data, _tokenizer(job, meta)
+    tokenizer = _tokenizer(job, None)
+    return encode_all(data, tokenizer, job.max_length), tokenizer
+
+
+def distill_lm(job: LMJob) -> dict[str, Any]:
+    """Train the student; saves it to ``job.output`` with a summary; returns the summary row."""
+    loss = _loss(job)
+    checkpoint = resume_point(job.output, job.resume)
+    meta, data = _read(job)
+    set_seed(job.seed)
+    student, teacher = _models(job)
+    examples, tokenizer = _examples(job, student, meta, data)
     args = DistillationArguments(
         output_dir=job.output,
         learning_rate=job.learning_rate,
@@ -113,7 +159,9 @@ def distill_lm(job: LMJob) -> dict[str, Any]:
         per_device_train_batch_size=job.batch_size,
         gradient_accumulation_steps=job.gradient_accumulation_steps,
         remove_unused_columns=False,
-        save_strategy="no",
+        save_strategy="steps",
+        save_steps=job.save_steps,
+        save_total_limit=1,
         logging_steps=10,
         report_to=[],
         seed=job.seed,
@@ -137,10 +185,11 @@ def distill_lm(job: LMJob) -> dict[str, Any]:
         data_collator=LMCollator(pad),
     )
     start = time.perf_counter()
-    result = trainer.train()
+    result = interruptible_train(trainer, checkpoint)
     wall = time.perf_counter() - start
     trainer.save_model(job.output)
     tokenizer.save_pretrained(job.output)
+    remove_checkpoints(job.output)
     tokens = sum(len(e["input_ids"]) for e in examples) * args.num_train_epochs
     row = {
         "run": "student",

@@ -1,0 +1,148 @@
+"""Forward+backward of fused-linear KD (hidden states + LM-head weights) against the peers.
+
+Run ``python -m pytest bench/bench_fused_linear.py --benchmark-json=out.json``; ``python -m
+bench.report out.json`` tabulates it. Providers, side by side in one session:
+
+- ``fastkd-triton`` / ``fastkd-cpu``: ``fused_linear_kd`` with a hidden-state teacher;
+- ``torch-eager``: materialise both logits, then the loss (``backend="torch"``, the reference);
+- ``torch-compile``: ``torch.compile(fullgraph=True)`` of that same call;
+- ``trl``: TRL's ``trl.kernels.chunked_divergence.ChunkedDivergenceFunction`` (TRL >= 1.16; the JSD β
+  family: β = 0 is forward KL), token mean of its per-token divergence; runs on CPU too;
+- ``liger``: Liger-Kernel's chunked ``LigerFusedLinearJSDLoss`` (jsd) on CUDA, where installed.
+
+``extra_info`` has the useful TFLOP/s, 2·N·V·(H_t + 3·H_s) over the median (teacher and student logits,
+then d hidden and d weight), and the peak memory beyond the inputs and the gradients (d hidden in the
+input dtype, d weight counted as fp32). Shapes: ``FASTKD_BENCH_FUSED_SHAPES`` = "N:H_s:H_t:V,..." or the
+defaults (CPU: 2048:256:512:32000 fp32; CUDA: N in 2048, 8192, 16384 with 2048:4096:128256 bf16).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import pytest
+import torch
+from pytest_benchmark.fixture import BenchmarkFixture
+
+from bench.common import DEVICE, compiled, device_name, memory_info, time_step
+from bench.shapes import dtype_name
+from fastkd.backends import extension_available
+from fastkd.losses import fused_linear_kd
+
+PROVIDERS = ("fastkd-triton", "fastkd-cpu", "torch-eager", "torch-compile", "trl", "liger")
+DTYPE = torch.bfloat16 if DEVICE == "cuda" else torch.float32
+CASES = {"forward_kl": 0.0, "jsd": 0.5}  # divergence -> TRL / Liger β (teacher weight)
+
+
+class FusedShape(NamedTuple):
+    n: int
+    h_s: int
+    h_t: int
+    v: int
+
+
+def fused_shapes() -> list[FusedShape]:
+    text = os.environ.get("FASTKD_BENCH_FUSED_SHAPES", "").strip()
+    if text:
+        return [FusedShape(*(int(x) for x in item.split(":"))) for item in text.split(",")]
+    if DEVICE == "cuda":
+        return [FusedShape(n, 2048, 4096, 128256) for n in (2048, 8192, 16384)]
+    return [FusedShape(2048, 256, 512, 32000)]
+
+
+def _inputs(shape: FusedShape) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator(DEVICE).manual_seed(0)
+
+    def randn(*size: int, scale: float = 1.0) -> torch.Tensor:
+        return (scale * torch.randn(*size, device=DEVICE, generator=g)).to(DTYPE)
+
+    h = randn(shape.n, shape.h_s).requires_grad_()
+    w = randn(shape.v, shape.h_s, scale=shape.h_s**-0.5).requires_grad_()
+    return h, w, randn(shape.n, shape.h_t), randn(shape.v, shape.h_t, scale=2.0 * shape.h_t**-0.5)
+
+
+def _fastkd(divergence: str, backend: str):
+    beta = {"beta": CASES[divergence]} if divergence == "jsd" else {}
+    return lambda h, w, th, tw: fused_linear_kd(h, w, th, tw, divergence=divergence, backend=backend, **beta)
+
+
+def _trl(divergence: str):
+    chunked = pytest.importorskip("trl.kernels.chunked_divergence")
+    beta = CASES[divergence]
+    return lambda h, w, th, tw: chunked.ChunkedDivergenceFunction.apply(h, w, None, th, tw, None, beta)[
+        0
+    ].mean()
+
+
+def _liger(divergence: str):
+    if DEVICE != "cuda" or divergence != "jsd":
+        pytest.skip("Liger's chunked fused-linear JSD runs on CUDA, for jsd")
+    liger = pytest.importorskip("liger_kernel.chunked_loss")
+    loss = liger.LigerFusedLinearJSDLoss(
+        jsd_beta=CASES[divergence], weight_hard_loss=0.0, weight_soft_loss=1.0
+    )
+    return lambda h, w, th, tw: loss(h, w, th, tw, torch.zeros(h.shape[0], dtype=torch.long, device=h.device))
+
+
+def loss_for(provider: str, divergence: str):
+    if provider == "fastkd-triton":
+        if DEVICE != "cuda":
+            pytest.skip("fastkd-triton needs CUDA")
+        return _fastkd(divergence, "triton")
+    if provider == "fastkd-cpu":
+        if DEVICE != "cpu" or not extension_available():
+            pytest.skip("fastkd-cpu needs CPU tensors and fastkd._C")
+        return _fastkd(divergence, "cpu")
+    if provider == "torch-eager":
+        return _fastkd(divergence, "torch")
+    if provider == "torch-compile":
+        return compiled(_fastkd(divergence, "torch"))
+    return _trl(divergence) if provider == "trl" else _liger(divergence)
+
+
+def useful_flops(shape: FusedShape) -> int:
+    """Teacher and student logits, d hidden and d weight: 2·N·V·(H_t + 3·H_s)."""
+    return 2 * shape.n * shape.v * (shape.h_t + 3 * shape.h_s)
+
+
+def _must_exist(shape: FusedShape) -> int:
+    """Inputs plus the gradients that must exist (d hidden in the dtype, d weight as fp32)."""
+    size = DTYPE.itemsize
+    inputs = (shape.n + shape.v) * (shape.h_s + shape.h_t) * size
+    return inputs + shape.n * shape.h_s * size + shape.v * shape.h_s * 4
+
+
+@pytest.mark.parametrize("shape", fused_shapes(), ids=lambda s: f"N{s.n}-Hs{s.h_s}-Ht{s.h_t}-V{s.v}")
+@pytest.mark.parametrize("divergence", list(CASES))
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_fused_linear(benchmark: BenchmarkFixture, provider: str, divergence: str, shape: FusedShape) -> None:
+    if DEVICE == "cpu" and divergence != "forward_kl" and not os.environ.get("FASTKD_BENCH_FUSED_ALL"):
+        pytest.skip("on CPU only forward_kl by default (FASTKD_BENCH_FUSED_ALL=1 for all)")
+    loss_fn = loss_for(provider, divergence)
+    h, w, th, tw = _inputs(shape)
+
+    def step() -> None:
+        h.grad = w.grad = None
+        loss_fn(h, w, th, tw).backward()
+        if DEVICE == "cuda":
+            torch.cuda.synchronize()
+
+    median, memory = time_step(benchmark, step, h, provider, f"fused_linear-{divergence}-N{shape.n}")
+    flops = useful_flops(shape)
+    benchmark.extra_info.update(
+        {
+            "provider": provider,
+            "divergence": f"fused_linear {divergence}",
+            "N": shape.n,
+            "V": shape.v,
+            "H_s": shape.h_s,
+            "H_t": shape.h_t,
+            "dtype": dtype_name(DTYPE),
+            "device": device_name(),
+            "useful_flops": flops,
+            "tflops": flops / median / 1e12 if median else None,
+            "bytes_moved": _must_exist(shape),
+            **memory_info(memory, _must_exist(shape)),
+        }
+    )

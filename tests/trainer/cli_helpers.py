@@ -1,0 +1,95 @@
+"""Helpers of the command-line tests: the argument lists every end-to-end run uses (so that one test
+can check that every documented option is exercised), running ``main`` in-process, and simulating
+Ctrl-C at a given step."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from conftest import GLUE_DIR, LM_DATA
+
+from fastkd.trainer.interrupt import _StopOnRequest
+
+QUICK = f"--data-dir {GLUE_DIR} --max-train-samples 8 --max-eval-samples 4 --epochs 1 --learning-rate 1e-3"
+QUICK += " --max-length 32"
+
+
+def glue_runs(tmp: str, bert: str) -> dict[str, list[str]]:
+    teacher, quick = f"{tmp}/teacher", f"{QUICK} --batch-size 8"
+    distill = f"glue distill --task sst2 --teacher {teacher} {quick}"
+    runs = {
+        "teacher": f"glue finetune-teacher --task sst2 --model {bert} --output {teacher} {quick} --seed 1"
+        " --eval-steps 1 --no-resume",
+        "kd": f"{distill} --student-layers 1 --student-from {bert} --output {tmp}/kd --loss jsd"
+        ' --loss-options {"beta":0.3} --temperature 2 --scale-t2 --mix-hard-labels --sinkhorn-weight 0.1'
+        " --backend torch",
+        "path": f"{distill} --student {bert} --output {tmp}/path --hard-label-weight 0.5 --sinkhorn"
+        " --backend auto --seed 2 --eval-steps 2 --no-resume",
+        "demo": f"glue demo --tiny --output {tmp}/demo --max-samples 16 --epochs 1 --seed 3 --no-resume",
+    }
+    return {name: argv.split() for name, argv in runs.items()}
+
+
+def glue_resume_runs(tmp: str, bert: str) -> dict[str, list[str]]:
+    """Runs of 4 steps (batch 2) that a test interrupts at step 1 and then resumes explicitly."""
+    quick = f"{QUICK} --batch-size 2"
+    teacher = f"glue finetune-teacher --task sst2 --model {bert} --output {tmp}/t {quick}"
+    student = f"glue distill --task sst2 --teacher {bert} --student-layers 1 --output {tmp}/s {quick}"
+    runs = {
+        "teacher": teacher,
+        "teacher-resume": f"{teacher} --resume {tmp}/t/checkpoint-1",
+        "student": student,
+        "student-resume": f"{student} --resume {tmp}/s/checkpoint-1",
+    }
+    return {name: argv.split() for name, argv in runs.items()}
+
+
+def lm_runs(tmp: str, llama: str, bare_llama: str) -> dict[str, list[str]]:
+    cache = f"{tmp}/cache"
+    live = f"lm distill --teacher {llama} --student {llama} --data {LM_DATA} --output {tmp}/live"
+    live += " --max-steps 4 --batch-size 2 --save-steps 10"
+    runs = {
+        "cache": f"lm cache-teacher --teacher {llama} --data {LM_DATA} --top-k 8 --output {cache}"
+        " --temperature 2 --max-length 24 --batch-size 2 --shard-size 3 --max-samples 7",
+        "verify": f"lm verify-cache {cache}",
+        "from-cache": f"lm distill --teacher-cache {cache} --student {bare_llama} --output {tmp}/from-cache"
+        " --max-steps 2 --batch-size 2 --gradient-accumulation-steps 2 --learning-rate 1e-3 --seed 3"
+        " --save-steps 1 --hard-label-weight 0.3 --backend torch --no-resume",
+        "taid": f"lm distill --teacher {llama} --student-layers 1 --data {LM_DATA} --loss taid"
+        ' --loss-options {"t_start":0.5} --temperature 2 --scale-t2 --epochs 1 --max-length 16'
+        f" --max-samples 4 --batch-size 2 --output {tmp}/taid",
+        "live": live,
+        "live-resume": f"{live} --resume {tmp}/live/checkpoint-1",
+        "info": "info",
+    }
+    return {name: argv.split() for name, argv in runs.items()}
+
+
+def interrupt_at(monkeypatch: Any, step: int) -> None:
+    """Send this process a real SIGINT at the end of optimizer step ``step`` of the next runs."""
+    original = _StopOnRequest.on_step_end
+
+    def on_step_end(self: _StopOnRequest, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if state.global_step == step and not self.requested:
+            os.kill(os.getpid(), signal.SIGINT)
+        original(self, args, state, control, **kw)
+
+    monkeypatch.setattr(_StopOnRequest, "on_step_end", on_step_end)
+
+
+def summary(directory: str) -> dict:
+    with open(os.path.join(directory, "summary.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def fastkd(*args: str, module: str = "fastkd", **kw: Any) -> subprocess.CompletedProcess:
+    """``python -m fastkd ARGS`` in a subprocess, offline."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=600, **kw
+    )

@@ -20,7 +20,9 @@ torch:
 	elif nvidia-smi >/dev/null 2>&1 || [ -e /proc/driver/nvidia ]; then \
 		echo "make install: NVIDIA driver found, installing a CUDA build of torch==$(TORCH_VERSION)"; \
 		$(PYTHON) -m pip install "torch==$(TORCH_VERSION)" "numpy<2.4" \
-			$(if $(TORCH_CUDA_INDEX),--index-url $(TORCH_CUDA_INDEX) --extra-index-url https://pypi.org/simple); \
+			$(if $(TORCH_CUDA_INDEX),--index-url $(TORCH_CUDA_INDEX) --extra-index-url https://pypi.org/simple) && \
+		{ $(PYTHON) -c "import sys, torch; sys.exit(torch.version.cuda is None)" || \
+			echo "make install: warning: pip chose a CPU build of torch; set TORCH_CUDA_INDEX (README)"; }; \
 	else \
 		echo "make install: no NVIDIA driver, installing the CPU build of torch==$(TORCH_VERSION)"; \
 		$(PYTHON) -m pip install "torch==$(TORCH_VERSION)" --index-url $(TORCH_CPU_INDEX) && \

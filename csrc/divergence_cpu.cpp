@@ -41,21 +41,36 @@ struct Row {
 struct Call {
   RowParams rp;
   int div;
-  float inv_t, hard_w, scale;
+  float inv_t, hard_w, scale, s_cap, t_cap;
   bool hard;
 };
 
-// out = k·x in fp32; returns max(out).
+// out = k·x in fp32, or k·cap·tanh(x/cap) for a softcap cap > 0; returns max(out).
 template <typename T>
-FASTKD_CLONES float load_row(const void* src, int64_t n, float k, float* out) {
+FASTKD_CLONES float load_row(const void* src, int64_t n, float k, float cap, float* out) {
   const T* x = static_cast<const T*>(src);
   float m = kNegInf;
+  if (cap > 0.0f) {
+    const float inv_cap = 1.0f / cap, k_cap = k * cap;
+    for (int64_t i = 0; i < n; ++i) {
+      out[i] = k_cap * std::tanh(static_cast<float>(x[i]) * inv_cap);
+      m = out[i] > m ? out[i] : m;
+    }
+    return m;
+  }
 #pragma omp simd reduction(max : m)
   for (int64_t i = 0; i < n; ++i) {
     out[i] = static_cast<float>(x[i]) * k;
     m = out[i] > m ? out[i] : m;
   }
   return m;
+}
+
+// The softcap's chain factor on the gradient: h_i *= 1 − tanh², tanh = z_i/cap = b_i/(cap·inv_t).
+FASTKD_CLONES void chain_softcap(const float* b, int64_t n, float cap, float inv_t, float* h) {
+  const float k = 1.0f / (cap * inv_t);
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) h[i] *= 1.0f - (b[i] * k) * (b[i] * k);
 }
 
 template <typename T>
@@ -65,7 +80,7 @@ FASTKD_CLONES void store_row(const float* x, int64_t n, void* dst) {
   for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(x[i]);
 }
 
-using Loader = float (*)(const void*, int64_t, float, float*);
+using Loader = float (*)(const void*, int64_t, float, float, float*);
 using Storer = void (*)(const float*, int64_t, void*);
 
 template <typename F>
@@ -164,7 +179,8 @@ FASTKD_CLONES float valid_row(const Row& row, int64_t n, const Call& call, float
 at::Tensor divergence_fwd_cpu(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& valid,
                               const std::optional<at::Tensor>& labels, const at::Tensor& scale,
                               at::Tensor& grad, int64_t divergence, double param, double temperature,
-                              double hard_label_weight, double lw1, double lw2) {
+                              double hard_label_weight, double lw1, double lw2, double student_softcap,
+                              double teacher_softcap) {
   TORCH_CHECK(student.dim() == 2 && teacher.sizes() == student.sizes() && grad.sizes() == student.sizes(),
               "student, teacher and grad must be [N, V] of one shape");
   TORCH_CHECK(student.stride(1) == 1 && teacher.stride(1) == 1 && grad.stride(1) == 1,
@@ -184,6 +200,8 @@ at::Tensor divergence_fwd_cpu(const at::Tensor& student, const at::Tensor& teach
                   static_cast<float>(1.0 / temperature),
                   static_cast<float>(hard_label_weight),
                   scale.to(at::kFloat).item<float>(),
+                  static_cast<float>(student_softcap),
+                  static_cast<float>(teacher_softcap),
                   hard};
   const Loader load_s = loader(student.scalar_type()), load_t = loader(teacher.scalar_type());
   const Storer store_g = storer(grad.scalar_type());
@@ -209,10 +227,11 @@ at::Tensor divergence_fwd_cpu(const at::Tensor& student, const at::Tensor& teach
 #pragma omp for schedule(dynamic, chunk)
     for (int64_t r = 0; r < rows; ++r) {
       if (valid_ptr[r]) {
-        const float max_b = load_s(s_base + r * s_step, n, call.inv_t, row.b);
-        const float max_a = load_t(t_base + r * t_step, n, call.inv_t, row.a);
-        if (hard) load_s(s_base + r * s_step, n, 1.0f, row.z);
+        const float max_b = load_s(s_base + r * s_step, n, call.inv_t, call.s_cap, row.b);
+        const float max_a = load_t(t_base + r * t_step, n, call.inv_t, call.t_cap, row.a);
+        if (hard) load_s(s_base + r * s_step, n, 1.0f, call.s_cap, row.z);
         loss_ptr[r] = valid_row(row, n, call, max_a, max_b, hard ? label_ptr[r] : 0);
+        if (call.s_cap > 0.0f) chain_softcap(row.b, n, call.s_cap, call.inv_t, row.h);
       } else {
         std::fill(row.h, row.h + n, 0.0f);
       }

@@ -41,11 +41,27 @@ def _online_lse(m, s, x):
 
 
 @triton.jit
-def _load_tile(s_row, t_row, start, V, inv_t, BLOCK: tl.constexpr):
+def _softcap(x, cap, ON: tl.constexpr):
+    """cap·tanh(x/cap) when ON (tanh as 1 − 2/(e^{2y} + 1), ±1 at ±inf; ``cap`` a runtime value), else x."""
+    if ON:
+        x = cap * (1.0 - 2.0 / (tl.exp(2.0 * x / cap) + 1.0))
+    return x
+
+
+@triton.jit
+def _load_tile(s_row, t_row, start, V, inv_t, s_cap, t_cap, CAPS: tl.constexpr, BLOCK: tl.constexpr):
+    """Student logits z and tempered teacher a = u/T, z/T; CAPS (bit 1 student, bit 2 teacher) softcaps
+    a side as it loads (the fused-linear path)."""
     cols = start + tl.arange(0, BLOCK)
     inside = cols < V
-    z = tl.load(s_row + cols, mask=inside, other=NEG_INF).to(tl.float32)
-    a = tl.load(t_row + cols, mask=inside, other=NEG_INF).to(tl.float32) * inv_t
+    if CAPS == 0:
+        z = tl.load(s_row + cols, mask=inside, other=NEG_INF).to(tl.float32)
+        a = tl.load(t_row + cols, mask=inside, other=NEG_INF).to(tl.float32) * inv_t
+    else:
+        z = _softcap(tl.load(s_row + cols, mask=inside, other=0.0).to(tl.float32), s_cap, CAPS & 1)
+        z = tl.where(inside, z, NEG_INF)
+        a = _softcap(tl.load(t_row + cols, mask=inside, other=0.0).to(tl.float32), t_cap, CAPS & 2)
+        a = tl.where(inside, a, NEG_INF) * inv_t
     return cols, inside, z, a, z * inv_t
 
 
@@ -67,14 +83,25 @@ def _ordered_key(x):
 
 
 @triton.jit
-def _row_stats(s_row, t_row, V, inv_t, DIV: tl.constexpr, HARD: tl.constexpr, BLOCK: tl.constexpr):
+def _row_stats(
+    s_row,
+    t_row,
+    V,
+    inv_t,
+    s_cap,
+    t_cap,
+    DIV: tl.constexpr,
+    HARD: tl.constexpr,
+    CAPS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     """Pass A: log-sum-exps of a and b (and raw z), reverse KL (online), the teacher's top-1 index."""
     zero = tl.zeros((), tl.float32)
     low = tl.full((), NEG_INF, tl.float32)
     m_a, s_a, m_b, s_b, m_z, s_z = low, zero, low, zero, low, zero
     rkl_acc, best, top1 = zero, low, tl.zeros((), tl.int32)
     for start in range(0, V, BLOCK):
-        cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
+        cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, s_cap, t_cap, CAPS, BLOCK)
         if DIV == REVERSE_KL:
             m_new = tl.maximum(m_b, tl.max(b, 0))
             m_safe = tl.where(m_new == NEG_INF, 0.0, m_new)
@@ -97,7 +124,7 @@ def _row_stats(s_row, t_row, V, inv_t, DIV: tl.constexpr, HARD: tl.constexpr, BL
 
 
 @triton.jit
-def _akl_threshold(t_row, V, inv_t, lse_a, best, mu, SEARCH_BLOCK: tl.constexpr):
+def _akl_threshold(t_row, V, inv_t, t_cap, lse_a, best, mu, CAPS: tl.constexpr, SEARCH_BLOCK: tl.constexpr):
     """AKL's head by a 16-ary search on ordered keys of a, reading only the teacher row.
 
     Returns the smallest key x with F(x) = Σ_{key(a_i) ≥ x} p_i ≤ μ, F(x), and the probability of the
@@ -113,7 +140,8 @@ def _akl_threshold(t_row, V, inv_t, lse_a, best, mu, SEARCH_BLOCK: tl.constexpr)
         mass = tl.zeros((SEARCH_WAYS,), tl.float32)
         for start in range(0, V, SEARCH_BLOCK):
             cols = start + tl.arange(0, SEARCH_BLOCK)
-            a = tl.load(t_row + cols, mask=cols < V, other=NEG_INF).to(tl.float32) * inv_t
+            a = _softcap(tl.load(t_row + cols, mask=cols < V, other=0.0).to(tl.float32), t_cap, CAPS & 2)
+            a = tl.where(cols < V, a, NEG_INF) * inv_t
             above = _ordered_key(a)[:, None] >= cand[None, :]
             mass += tl.sum(tl.where(above, tl.exp(a - lse_a)[:, None], 0.0), 0)
         lo = tl.max(tl.where(mass > mu, cand, lo), 0)
@@ -163,6 +191,8 @@ def _row_reduction(
     t_row,
     V,
     inv_t,
+    s_cap,
+    t_cap,
     lse_a,
     lse_b,
     param,
@@ -173,6 +203,7 @@ def _row_reduction(
     tie_p,
     top1,
     DIV: tl.constexpr,
+    CAPS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     """Pass B: c = Σ q·h; for AKL the head and tail gaps Σ|p − q| and reverse KL instead."""
@@ -180,7 +211,7 @@ def _row_reduction(
     c, g_head, g_tail, rkl = zero, zero, zero, zero
     ties_seen = tl.zeros((), tl.int32)
     for start in range(0, V, BLOCK):
-        cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
+        cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, s_cap, t_cap, CAPS, BLOCK)
         la = a - lse_a
         lb = b - lse_b
         if DIV == AKL:
@@ -219,15 +250,20 @@ def divergence_kernel(
     lw1,
     lw2,
     hard_w,
+    s_cap,
+    t_cap,
     DIV: tl.constexpr,
     HARD: tl.constexpr,
     BLOCK: tl.constexpr,
     SEARCH_BLOCK: tl.constexpr,
+    CAPS: tl.constexpr = 0,
 ):
     """Per-token loss (fp32, unscaled) and the scaled gradient w.r.t. the student logits.
 
     ``lw1, lw2`` are the logs of the mixture weights of (teacher, student) for jsd / skew KLs;
-    ``scale_ptr`` holds the reduction's factor (1/N_valid for a mean); ``hard_w`` the CE weight.
+    ``scale_ptr`` holds the reduction's factor (1/N_valid for a mean); ``hard_w`` the CE weight;
+    ``CAPS`` (bit 1: student, bit 2: teacher; the fused-linear path) softcaps a side's logits x as
+    loaded, s_cap·tanh(x/s_cap) / t_cap·tanh(x/t_cap), and chains the student's gradient: 1 − (z/s_cap)².
     """
     row = tl.program_id(0).to(tl.int64)
     s_row = s_ptr + row * s_stride
@@ -235,12 +271,16 @@ def divergence_kernel(
     g_row = g_ptr + row * g_stride
     loss = tl.zeros((), tl.float32)
     if tl.load(valid_ptr + row) != 0:
-        lse_a, lse_b, lse_z, rkl, top1, best = _row_stats(s_row, t_row, V, inv_t, DIV, HARD, BLOCK)
+        lse_a, lse_b, lse_z, rkl, top1, best = _row_stats(
+            s_row, t_row, V, inv_t, s_cap, t_cap, DIV, HARD, CAPS, BLOCK
+        )
         head_key = tl.zeros((), tl.int64)
         head_mass = tl.zeros((), tl.float32)
         tie_p = tl.zeros((), tl.float32)
         if DIV == AKL:
-            head_key, head_mass, tie_p = _akl_threshold(t_row, V, inv_t, lse_a, best, param, SEARCH_BLOCK)
+            head_key, head_mass, tie_p = _akl_threshold(
+                t_row, V, inv_t, t_cap, lse_a, best, param, CAPS, SEARCH_BLOCK
+            )
         c = tl.zeros((), tl.float32) - 1.0
         if DIV == REVERSE_KL:
             c = rkl
@@ -250,6 +290,8 @@ def divergence_kernel(
                 t_row,
                 V,
                 inv_t,
+                s_cap,
+                t_cap,
                 lse_a,
                 lse_b,
                 param,
@@ -260,6 +302,7 @@ def divergence_kernel(
                 tie_p,
                 top1,
                 DIV,
+                CAPS,
                 BLOCK,
             )
             w_head = g_head / tl.maximum(g_head + g_tail, 1e-8)
@@ -268,10 +311,10 @@ def divergence_kernel(
         soft = tl.zeros((), tl.float32)
         if HARD:
             label = tl.load(labels_ptr + row)
-            z_label = tl.load(s_row + label).to(tl.float32)
+            z_label = _softcap(tl.load(s_row + label).to(tl.float32), s_cap, CAPS & 1)
             soft_w = 1.0 - hard_w
         for start in range(0, V, BLOCK):
-            cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
+            cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, s_cap, t_cap, CAPS, BLOCK)
             la = a - lse_a
             lb = b - lse_b
             term, qh, p, q = _terms(la, lb, param, lw1, lw2, DIV)
@@ -286,6 +329,8 @@ def divergence_kernel(
             if HARD:
                 onehot = tl.where(cols == label, 1.0, 0.0)
                 grad = soft_w * grad + hard_w * (tl.exp(z - lse_z) - onehot)
+            if CAPS & 1:
+                grad = grad * (1.0 - (z / s_cap) * (z / s_cap))
             tl.store(g_row + cols, (grad * scale).to(g_ptr.dtype.element_ty), mask=inside)
         loss = soft
         if HARD:

@@ -38,7 +38,7 @@ def _taid_stats(s_row, t_row, V, inv_t, t, BLOCK: tl.constexpr):
     low = tl.full((), NEG_INF, tl.float32)
     m_b, s_b, m_c, s_c = low, zero, low, zero
     for start in range(0, V, BLOCK):
-        cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
+        cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, 0.0, 0.0, 0, BLOCK)
         m_b, s_b = _online_lse(m_b, s_b, b)
         m_c, s_c = _online_lse(m_c, s_c, _mix(b, a, t))
     return m_b + tl.log(s_b), m_c + tl.log(s_c)
@@ -75,7 +75,7 @@ def taid_kernel(
         lse_b, lse_c = _taid_stats(s_row, t_row, V, inv_t, t, BLOCK)
         scale = tl.load(scale_ptr)
         for start in range(0, V, BLOCK):
-            cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
+            cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, 0.0, 0.0, 0, BLOCK)
             lb = b - lse_b
             p = tl.exp(_mix(b, a, t) - lse_c)
             q = tl.exp(lb)

@@ -24,3 +24,8 @@ def test_divergence_kernel_compiles_without_spills(aot_records, divergence):
     mine = assert_compiled_without_spills(aot_records, "divergence", divergence=divergence)
     assert {r["hard"] for r in mine} == {False, True}
     assert {r["dtype"] for r in mine} == {"bf16", "fp32"}
+    # the fused-linear path's configurations: fp32 chunk logits, both softcaps, fp32 or bf16 teacher
+    assert {(r["dtype"], r["teacher"]) for r in mine if r["caps"] == 3} == {
+        ("fp32", "fp32"),
+        ("fp32", "bf16"),
+    }

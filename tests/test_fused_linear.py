@@ -52,7 +52,7 @@ def test_sparse_rest_bucket_and_taid(backend: str) -> None:
         pytest.skip("taid and the top-k teacher have Triton kernels only")
     assert_fused_matches_oracle(CASE, backend, "topk", renormalize=False, temperature=2.0, chunk_size=4)
     assert_fused_matches_oracle(
-        CASE, backend, "logits", divergence="taid", t=0.3, chunk_size=4, temperature=1.5
+        CASE, backend, "logits", divergence="taid", t=0.3, chunk_size=4, temperature=1.5, student_softcap=2.0
     )
 
 

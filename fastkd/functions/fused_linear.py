@@ -18,10 +18,12 @@ from fastkd.ops.rescale import rescale_
 
 def chunk_rows(flat: FusedLinearInputs, options: FusedLinearOptions) -> int:
     """``options.chunk_size`` or the auto size: all [chunk, V] fp32 buffers within 512 MiB (student
-    logits, teacher logits, the student cap's 1 − tanh², the half-precision GEMM copy of the gradient)."""
+    logits, teacher logits, the 1 − tanh² of a student cap applied outside the kernel (taid, top-k),
+    the half-precision GEMM copy of the gradient)."""
     if options.chunk_size is not None:
         return options.chunk_size
-    buffers = 2.0 + (options.student.cap > 0.0) + 0.5 * (flat.hidden.dtype != torch.float32)
+    torch_cap = options.student.cap > 0.0 and (options.taid or options.source == "topk")
+    buffers = 2.0 + torch_cap + 0.5 * (flat.hidden.dtype != torch.float32)
     return auto_chunk_size(flat.hidden.shape[0], flat.weight.shape[0], buffers)
 
 

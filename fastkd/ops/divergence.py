@@ -52,6 +52,8 @@ def divergence_fwd(
     param: float,
     temperature: float,
     hard_label_weight: float,
+    student_softcap: float = 0.0,
+    teacher_softcap: float = 0.0,
 ) -> torch.Tensor:
     """Per-token loss [N] (fp32) of ``divergence``; writes scale·∂loss/∂student into ``grad`` [N, V].
 
@@ -59,7 +61,9 @@ def divergence_fwd(
     ``labels``: int64 [N] when ``hard_label_weight`` > 0; ``scale``: fp32 [] (1/N_valid for a mean).
     ``grad`` may be ``student`` itself (in-place gradient). Reads 2·N·V elements per pass (two passes
     for forward/reverse KL and soft CE, three for the rest, plus AKL's teacher-only search) and
-    writes N·V.
+    writes N·V. ``student_softcap`` / ``teacher_softcap`` c > 0 make the kernel read c·tanh(x/c) for
+    each side's logits x and chain the student's gradient through it (the fused-linear path); 0, the
+    default, reads the logits as they are.
     """
     from fastkd.kernels.divergence import divergence_kernel  # triton is imported on first launch only
 
@@ -87,10 +91,13 @@ def divergence_fwd(
         lw1,
         lw2,
         hard_label_weight,
+        student_softcap,
+        teacher_softcap,
         DIV=DIVERGENCES.index(divergence),
         HARD=hard,
         BLOCK=config.block,
         SEARCH_BLOCK=config.search_block,
+        CAPS=(student_softcap > 0.0) + 2 * (teacher_softcap > 0.0),
         num_warps=config.warps,
     )
     return loss

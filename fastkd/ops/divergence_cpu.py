@@ -26,10 +26,12 @@ def divergence_cpu(
     param: float,
     temperature: float,
     hard_label_weight: float,
+    student_softcap: float = 0.0,
+    teacher_softcap: float = 0.0,
 ) -> torch.Tensor:
     """Per-token loss [N] (fp32) of ``divergence``; writes scale·∂loss/∂student into ``grad`` [N, V].
 
-    Arguments as for ``fastkd::divergence_fwd``; ``grad`` may be ``student`` itself.
+    Arguments as for ``fastkd::divergence_fwd`` (softcaps included); ``grad`` may be ``student`` itself.
     """
     from fastkd import _C  # the extension is loaded on first use only
 
@@ -47,6 +49,8 @@ def divergence_cpu(
         hard_label_weight,
         lw1,
         lw2,
+        student_softcap,
+        teacher_softcap,
     )
 
 

@@ -48,8 +48,11 @@ class Projection:
         self.bias = None if bias is None else bias.to(torch.float32)
         self.scale, self.cap = scale, cap
 
-    def logits(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(chunk hidden in the GEMM dtype, fp32 logits softcap(s·(h Wᵀ + b)), 1 − tanh² or None)."""
+    def logits(
+        self, rows: torch.Tensor, cap_here: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(chunk hidden in the GEMM dtype, fp32 logits s·(h Wᵀ + b), softcapped here when
+        ``cap_here`` (else by the row kernel's loads), the chain factor 1 − tanh² or None)."""
         h = self.hidden.index_select(0, rows).to(self.gemm_dtype).to(self.dtype)
         if self.half:
             z = torch.mm(h, self.weight.t(), out_dtype=torch.float32)
@@ -64,7 +67,7 @@ class Projection:
             if self.scale != 1.0:
                 z.mul_(self.scale)
         chain = None
-        if self.cap > 0.0:
+        if self.cap > 0.0 and cap_here:
             z.div_(self.cap).tanh_()
             chain = torch.square(z).neg_().add_(1.0)
             z.mul_(self.cap)
@@ -87,7 +90,7 @@ def _teacher_chunk(
     rows: torch.Tensor, teacher: Projection | None, logits: torch.Tensor | None, scale: float, cap: float
 ) -> torch.Tensor:
     if teacher is not None:
-        return teacher.logits(rows)[1]
+        return teacher.logits(rows, cap_here=cap > 0.0)[1]
     u = logits.index_select(0, rows)
     if scale == 1.0 and cap == 0.0:
         return u
@@ -107,6 +110,7 @@ def _row_op(
     t: torch.Tensor | None,
     scale: torch.Tensor,
     options: tuple,
+    caps: tuple[float, float],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(per-row losses of the chunk, scale·∂ℓ/∂z): the kernel writes the gradient over ``z``, except
     the sparse kernel, which reads the student again after writing and gets its own buffer."""
@@ -119,7 +123,8 @@ def _row_op(
         return sparse_kl_fwd(z, indices, logprobs, rest, valid, scale, grad, renormalize, temperature), grad
     op = divergence_cpu if backend == "cpu" else divergence_fwd
     chunk_labels = None if labels is None else labels.index_select(0, rows)
-    return op(z, u, valid, chunk_labels, scale, z, divergence, param, temperature, hard_w), z
+    loss = op(z, u, valid, chunk_labels, scale, z, divergence, param, temperature, hard_w, *caps)
+    return loss, z
 
 
 @dataclass
@@ -144,10 +149,13 @@ class ChunkPass:
         """Loss rows into ``loss``; with ``grads``, the chunk's gradients added into them."""
         per_row = self.row_scale.dim() == 1
         kernel_scale = (self.row_scale.new_ones(()) if per_row else self.row_scale).mul(self.student.scale)
-        h, z, chain = self.student.logits(rows)
+        fold = self.kind == "divergence"  # its kernels apply both softcaps as they load
+        h, z, chain = self.student.logits(rows, cap_here=not fold)
+        t_scale, t_cap = self.teacher_transform
+        caps = (self.student.cap, t_cap) if fold else (0.0, 0.0)
         u = None
         if self.kind != "sparse":
-            u = _teacher_chunk(rows, self.teacher, self.teacher_logits, *self.teacher_transform)
+            u = _teacher_chunk(rows, self.teacher, self.teacher_logits, t_scale, 0.0 if fold else t_cap)
         valid = torch.ones(rows.shape[0], dtype=torch.bool, device=rows.device)
         rows_loss, g = _row_op(
             self.kind,
@@ -161,6 +169,7 @@ class ChunkPass:
             self.t,
             kernel_scale,
             self.options,
+            caps,
         )
         self.loss.index_copy_(0, rows, rows_loss)
         if self.grads is None:

@@ -1,8 +1,10 @@
 """Build script: the Python packages (the Triton kernels in ``kernels/`` install as ``fastkd.kernels``)
-and, when torch is importable at build time, the C++ extension ``fastkd._C`` from ``csrc/``.
+and the C++ extension ``fastkd._C`` from ``csrc/``, compiled against the installed torch.
 
-Install with ``pip install --no-build-isolation -e ".[dev]"`` so the build sees the installed torch
-(an isolated build would download another one). ``FASTKD_BUILD_EXTENSION=0`` skips the extension.
+``make install`` runs ``pip install --no-build-isolation -e ".[dev]"``. A plain ``pip install .``
+builds in an isolated environment without torch; the build then uses the torch of the environment
+being installed into (so the extension matches it), and stops with a clear message when there is
+none. ``FASTKD_BUILD_EXTENSION=0`` skips the extension (a pure-Python install).
 
 When torch has CUDA and ``nvcc`` is found, ``fastkd._C`` also holds the Hopper cluster kernels of
 ``csrc/cuda/`` (``backend="cuda"``). Environment: ``FASTKD_CUDA_ARCHS`` (default ``90a``; comma-separated,
@@ -12,16 +14,46 @@ each ≥ 90: the kernels use thread-block clusters and the bulk copy engine), ``
 
 import os
 import shutil
+import subprocess
 import sys
 from glob import glob
 
 from setuptools import find_packages, setup
 
 CXX_FLAGS = ["-O3", "-fopenmp", "-fno-trapping-math"]
+NO_TORCH = """
+fastkd: torch is not importable at build time, so the C++ extension fastkd._C cannot be built.
+  Install torch first (`make install` does the whole set-up, torch included), then run
+  `pip install .` again; or set FASTKD_BUILD_EXTENSION=0 for a pure-Python install.
+"""
 
 
 def note(message: str) -> None:
     print(f"fastkd: {message}", file=sys.stderr)
+
+
+def _installed_torch_path() -> str | None:
+    """The site-packages holding torch in the environment being installed into, seen from an
+    isolated build (pip hides that environment's packages from the build through PYTHONPATH)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONNOUSERSITE")}
+    probe = "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=False)
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    return out.stdout.strip()
+
+
+def _import_cpp_extension():
+    try:
+        from torch.utils import cpp_extension
+    except ImportError:
+        path = _installed_torch_path()
+        if path is None:
+            sys.exit(NO_TORCH)
+        note(f"building fastkd._C against the torch in {path}")
+        sys.path.append(path)
+        from torch.utils import cpp_extension
+    return cpp_extension
 
 
 def cuda_build_wanted() -> bool:
@@ -58,33 +90,27 @@ def extension_options() -> dict:
     if os.environ.get("FASTKD_BUILD_EXTENSION", "1") == "0":
         note("FASTKD_BUILD_EXTENSION=0, skipping the C++ extension fastkd._C")
         return {}
-    try:
-        from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
-    except ImportError:
-        note(
-            "torch is not importable at build time, skipping the C++ extension fastkd._C "
-            "(pure-Python install; use pip install --no-build-isolation)"
-        )
-        return {}
+    cpp_extension = _import_cpp_extension()
+    build = {"cmdclass": {"build_ext": cpp_extension.BuildExtension}}
     if not cuda_build_wanted():
-        extension = CppExtension(
+        extension = cpp_extension.CppExtension(
             "fastkd._C",
             sorted(glob("csrc/*.cpp")),
             depends=sorted(glob("csrc/*.h")),
             extra_compile_args=CXX_FLAGS,
             extra_link_args=["-fopenmp"],
         )
-        return {"ext_modules": [extension], "cmdclass": {"build_ext": BuildExtension}}
+        return {"ext_modules": [extension], **build}
     debug = os.environ.get("DEBUG", "0") == "1"
     cxx = (["-O0", "-g", "-fopenmp", "-fno-trapping-math"] if debug else CXX_FLAGS) + ["-DFASTKD_WITH_CUDA"]
-    extension = CUDAExtension(
+    extension = cpp_extension.CUDAExtension(
         "fastkd._C",
         sorted(glob("csrc/*.cpp") + glob("csrc/cuda/*.cpp") + glob("csrc/cuda/*.cu")),
         depends=sorted(glob("csrc/*.h") + glob("csrc/cuda/*.h") + glob("csrc/cuda/*.cuh")),
         extra_compile_args={"cxx": cxx, "nvcc": nvcc_flags(debug)},
         extra_link_args=["-fopenmp"],
     )
-    return {"ext_modules": [extension], "cmdclass": {"build_ext": BuildExtension}}
+    return {"ext_modules": [extension], **build}
 
 
 setup(

@@ -10,9 +10,13 @@ namespace fastkd {
 // Per-token loss [N] (fp32, unscaled, 0 at invalid rows); writes scale·∂loss/∂student into grad.
 // ``divergence`` indexes fastkd.options.DIVERGENCES; ``lw1``, ``lw2`` are the logs of the mixture
 // weights (teacher, student) of jsd and the skew KLs. ``grad`` may alias ``student``.
+// ``phase`` 0 is the single-process loss; 1-3 are the vocabulary-parallel phases of fastkd.parallel
+// (statistics, row sum, gradient) on one rank's slice, which read / write ``stats`` [N, 4] fp32
+// (lse_a, lse_b, lse_z, c); see Phase in divergence_cpu.cpp.
 at::Tensor divergence_fwd_cpu(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& valid,
                               const std::optional<at::Tensor>& labels, const at::Tensor& scale,
                               at::Tensor& grad, int64_t divergence, double param, double temperature,
-                              double hard_label_weight, double lw1, double lw2);
+                              double hard_label_weight, double lw1, double lw2, int64_t phase = 0,
+                              const std::optional<at::Tensor>& stats = std::nullopt);
 
 }  // namespace fastkd

@@ -295,3 +295,89 @@ def divergence_kernel(
             cols = start + tl.arange(0, BLOCK)
             tl.store(g_row + cols, tl.zeros((BLOCK,), tl.float32).to(g_ptr.dtype.element_ty), mask=cols < V)
     tl.store(loss_ptr + row, loss)
+
+
+# Vocabulary-parallel entry (fastkd.parallel; phases as in fastkd.boundary.parallel). The row is one
+# rank's contiguous slice of the vocabulary; per-row statistics travel in stats [N, 4] fp32
+# (lse_a, lse_b, lse_z, c) between the phases and the collectives that make them global.
+SHARD_STATS = tl.constexpr(1)
+SHARD_ROW_SUM = tl.constexpr(2)
+SHARD_GRAD = tl.constexpr(3)
+
+
+@triton.jit
+def divergence_shard_kernel(
+    s_ptr,
+    t_ptr,
+    g_ptr,
+    loss_ptr,
+    stats_ptr,
+    valid_ptr,
+    labels_ptr,
+    scale_ptr,
+    s_stride,
+    t_stride,
+    g_stride,
+    V,
+    inv_t,
+    param,
+    lw1,
+    lw2,
+    hard_w,
+    DIV: tl.constexpr,
+    HARD: tl.constexpr,
+    PHASE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """One phase of a vocabulary-parallel divergence on a slice of V logits, from the passes above.
+
+    SHARD_STATS (pass A, reads 2V): writes the slice's lse_a, lse_b (and lse_z of raw z when HARD).
+    SHARD_ROW_SUM (pass B, reads 2V): from the global lse_a, lse_b, writes the slice's c = Σ q·h.
+    SHARD_GRAD (pass C, reads 2V, writes V): from the global statistics, the slice's soft loss terms
+    (not weighted by 1 − hard_w) and its gradient, hard-label part included; ``labels_ptr`` holds
+    slice-local ids, out of [0, V) when another rank holds the label. AKL has no phases.
+    """
+    row = tl.program_id(0).to(tl.int64)
+    s_row = s_ptr + row * s_stride
+    t_row = t_ptr + row * t_stride
+    g_row = g_ptr + row * g_stride
+    st_row = stats_ptr + row * 4
+    zero = tl.zeros((), tl.float32)
+    loss = zero
+    if tl.load(valid_ptr + row) != 0:
+        if PHASE == SHARD_STATS:
+            lse_a, lse_b, lse_z, rkl, top1, best = _row_stats(s_row, t_row, V, inv_t, FORWARD_KL, HARD, BLOCK)
+            tl.store(st_row, lse_a)
+            tl.store(st_row + 1, lse_b)
+            tl.store(st_row + 2, lse_z)
+        else:
+            lse_a = tl.load(st_row)
+            lse_b = tl.load(st_row + 1)
+            if PHASE == SHARD_ROW_SUM:
+                head = tl.zeros((), tl.int64)
+                c, g_head, g_tail, rkl = _row_reduction(
+                    s_row, t_row, V, inv_t, lse_a, lse_b, param, lw1, lw2, head, zero, zero, head, DIV, BLOCK
+                )
+                tl.store(st_row + 3, c)
+            else:
+                c = zero - 1.0
+                if DIV != FORWARD_KL and DIV != SOFT_CE:
+                    c = tl.load(st_row + 3)
+                scale = tl.load(scale_ptr)
+                if HARD:
+                    label = tl.load(labels_ptr + row)
+                    lse_z = tl.load(st_row + 2)
+                for start in range(0, V, BLOCK):
+                    cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
+                    term, qh, p, q = _terms(a - lse_a, b - lse_b, param, lw1, lw2, DIV)
+                    grad = (qh - q * c) * inv_t
+                    loss += tl.sum(term, 0)
+                    if HARD:
+                        onehot = tl.where(cols == label, 1.0, 0.0)
+                        grad = (1.0 - hard_w) * grad + hard_w * (tl.exp(z - lse_z) - onehot)
+                    tl.store(g_row + cols, (grad * scale).to(g_ptr.dtype.element_ty), mask=inside)
+    elif PHASE == SHARD_GRAD:
+        for start in range(0, V, BLOCK):
+            cols = start + tl.arange(0, BLOCK)
+            tl.store(g_row + cols, tl.zeros((BLOCK,), tl.float32).to(g_ptr.dtype.element_ty), mask=cols < V)
+    tl.store(loss_ptr + row, loss)

@@ -1,0 +1,104 @@
+"""The public vocabulary-parallel losses (see :mod:`fastkd.parallel`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import torch
+import torch.distributed as dist
+
+from fastkd.backends import resolve
+from fastkd.boundary.inputs import _check_label_range, prepare
+from fastkd.boundary.options import DivergenceOptions
+from fastkd.boundary.parallel import PARALLEL_DIVERGENCES
+from fastkd.functional.divergence import divergence_options
+from fastkd.functional.taid import interpolation_weight
+from fastkd.parallel.comm import agree_on_layout
+from fastkd.parallel.divergence import ShardCall, VocabParallelFunction
+
+
+def _checked_options(divergence: object, t: object, options: dict) -> DivergenceOptions:
+    if divergence not in PARALLEL_DIVERGENCES:
+        raise ValueError(
+            f"divergence {divergence!r} has no vocabulary-parallel version; supported: "
+            f"{list(PARALLEL_DIVERGENCES)} (akl's head threshold needs the sorted full row)"
+        )
+    if divergence != "taid":
+        if t is not None:
+            raise TypeError(f"divergence {divergence!r} takes no interpolation weight t (only 'taid' does)")
+        return divergence_options(divergence, **options)
+    if t is None:
+        raise TypeError("divergence 'taid' needs its interpolation weight t (a float or 0-dim tensor)")
+    extra = [k for k in ("beta", "alpha", "mu") if options.get(k) is not None]
+    if extra or options.get("hard_label_weight", 0.0) != 0.0:
+        raise TypeError(f"divergence 'taid' takes no {extra or ['hard_label_weight']}")
+    settings = {k: options[k] for k in ("temperature", "reduction", "ignore_index")}
+    return DivergenceOptions.build("soft_cross_entropy", **settings)
+
+
+def vocab_parallel_kd_loss(
+    student_logits_shard: torch.Tensor,
+    teacher_logits_shard: torch.Tensor,
+    divergence: str = "forward_kl",
+    *,
+    group: dist.ProcessGroup | None = None,
+    labels: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    temperature: float = 1.0,
+    reduction: str = "mean",
+    num_items_in_batch: int | torch.Tensor | None = None,
+    hard_label_weight: float = 0.0,
+    backend: str = "auto",
+    beta: float | None = None,
+    alpha: float | None = None,
+    mu: float | None = None,
+    t: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """KD loss over a vocabulary split across the ranks of ``group`` (default: the world).
+
+    Rank r holds the contiguous slice [..., V_r] of both models' logits (Megatron's column-parallel LM
+    head); the slices in rank order make the vocabulary, and V_r may differ between ranks. Returns, on
+    every rank, the loss of :func:`fastkd.losses.kd_loss` on the full logits (fp32), and backward gives
+    the gradient w.r.t. this rank's student slice (in its dtype).
+
+    ``divergence``: forward_kl, soft_cross_entropy, reverse_kl, jsd (``beta``), skew_kl /
+    skew_reverse_kl (``alpha``), tvd, or ``"taid"`` (with its weight ``t``, as
+    :func:`fastkd.losses.taid`); akl is refused (its head threshold is not a row statistic). Options as
+    for ``kd_loss``: ``labels`` hold global vocabulary ids (the label's logit lives on one rank),
+    ``labels``, ``mask`` and ``num_items_in_batch`` are the same on every rank. ``backend``: auto, cpu
+    (C++), triton or torch. Communication per call: 3-4 all-reduces of at most 3 fp32 per row and one
+    all-gather of 3 int64 per rank; none in backward. An input error on one rank raises on every rank.
+    """
+    options_in = {
+        "beta": beta,
+        "alpha": alpha,
+        "mu": mu,
+        "temperature": temperature,
+        "reduction": reduction,
+        "ignore_index": ignore_index,
+        "hard_label_weight": hard_label_weight,
+    }
+
+    def checks() -> tuple:
+        options = _checked_options(divergence, t, options_in)
+        local = replace(options, hard_label_weight=0.0)  # labels are global ids: range checked below
+        flat = prepare(student_logits_shard, teacher_logits_shard, local, labels, mask, num_items_in_batch)
+        if options.needs_labels and flat.labels is None:
+            raise ValueError(f"hard_label_weight={hard_label_weight} needs labels, got labels=None")
+        fused = ("triton",) if divergence == "taid" else ("triton", "cpu")
+        name = resolve(backend, flat.student, fused=fused)
+        weight = interpolation_weight(t, flat.student) if divergence == "taid" else None
+        return options, flat, name, weight
+
+    shape = tuple(getattr(student_logits_shard, "shape", ())) or (0,)
+    rows, local_vocab = math.prod(shape[:-1]), shape[-1]
+    device = getattr(student_logits_shard, "device", torch.device("cpu"))
+    (options, flat, name, weight), layout = agree_on_layout(checks, local_vocab, rows, group, device)
+    local_labels = None
+    if options.needs_labels:
+        _check_label_range(flat.labels, flat.valid, layout.vocab)
+        local_labels = flat.labels - layout.offset
+    call = ShardCall(flat, local_labels, options, weight, layout, group, name)
+    return VocabParallelFunction.apply(flat.student, call)

@@ -1,0 +1,179 @@
+"""Worker of the vocabulary-parallel tests: one process of a gloo group on localhost.
+
+Each worker runs every case of its world size against the single-process fastkd loss on the
+concatenated logits (every rank builds the same full tensors from the case's seed), counts the
+bytes its collectives move, runs the fault cases last, and writes its measurements as JSON for the
+test to assert on (tests/test_parallel.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+import fastkd.losses as L
+import fastkd.parallel.divergence as parallel_divergence
+from fastkd.backends import extension_available
+from fastkd.boundary.parallel import PARALLEL_DIVERGENCES
+from fastkd.parallel import vocab_parallel_kd_loss
+
+VOCAB = 13
+LEADING = (2, 3)
+SIZES = {2: (5, 8), 3: (6, 3, 4)}
+PARAMS = {
+    "jsd": {"beta": 0.3},
+    "skew_kl": {"alpha": 0.2},
+    "skew_reverse_kl": {"alpha": 0.25},
+    "taid": {"t": 0.6},
+}
+
+
+class ByteCounter:
+    """Wraps dist.all_reduce and dist.all_gather to count calls and bytes sent by this rank."""
+
+    def __init__(self) -> None:
+        self.calls, self.bytes = 0, 0
+        self._reduce, self._gather = dist.all_reduce, dist.all_gather
+        dist.all_reduce, dist.all_gather = self.all_reduce, self.all_gather
+
+    def all_reduce(self, tensor: torch.Tensor, *args: object, **kwargs: object) -> object:
+        self.calls, self.bytes = self.calls + 1, self.bytes + tensor.numel() * tensor.element_size()
+        return self._reduce(tensor, *args, **kwargs)
+
+    def all_gather(self, out: list, tensor: torch.Tensor, *args: object, **kwargs: object) -> object:
+        self.calls, self.bytes = self.calls + 1, self.bytes + tensor.numel() * tensor.element_size()
+        return self._gather(out, tensor, *args, **kwargs)
+
+    def reset(self) -> None:
+        self.calls, self.bytes = 0, 0
+
+
+def cases(world: int) -> list[dict]:
+    """Every divergence and option on 2 ranks with the C++ and torch backends (Triton at two cases);
+    on 3 ranks (slower on a loaded machine) every divergence with the fused CPU kernels, and TAID."""
+    backends = ["cpu", "torch"] if extension_available() else ["torch"]
+    if world > 2:
+        backends = backends[:1]
+    out = []
+    for divergence in PARALLEL_DIVERGENCES:
+        for backend in backends if divergence != "taid" else ["torch"]:
+            hard = 0.0 if divergence == "taid" else 0.3
+            common = dict(divergence=divergence, backend=backend)
+            out.append(dict(common, dtype="float32", hard=hard, temperature=1.7))
+            out.append(dict(common, dtype="bfloat16", reduction="none", mask=True))
+    for backend in backends:
+        out.append(dict(divergence="jsd", backend=backend, dtype="float32", ignore_all=True, hard=0.5))
+        if world > 2:
+            continue
+        out.append(dict(divergence="forward_kl", backend=backend, dtype="float32", reduction="sum", hard=1.0))
+        out.append(dict(divergence="reverse_kl", backend=backend, dtype="float32", num_items=7))
+    if world == 2 and os.environ.get("FASTKD_PARALLEL_TRITON", "1") == "1":
+        # The Triton interpreter is slow: one case through all three phases with the hard-label term, TAID.
+        for divergence, hard in (("tvd", 0.4), ("taid", 0.0)):
+            out.append(dict(divergence=divergence, backend="triton", dtype="float32", hard=hard))
+    return [dict(seed=i, **case) for i, case in enumerate(out)]
+
+
+def full_inputs(case: dict) -> dict:
+    gen = torch.Generator().manual_seed(case["seed"])
+    dtype = getattr(torch, case["dtype"])
+    student = (3 * torch.randn(*LEADING, VOCAB, generator=gen)).to(dtype)
+    teacher = (3 * torch.randn(*LEADING, VOCAB, generator=gen)).to(dtype)
+    labels = torch.tensor([0, VOCAB - 1, -100, 5, 2, 7]).reshape(LEADING)  # on every rank of both layouts
+    if case.get("ignore_all"):
+        labels = torch.full(LEADING, -100)
+    grad_output = torch.rand(LEADING, generator=gen) if case.get("reduction") == "none" else torch.tensor(1.3)
+    mask = torch.rand(LEADING, generator=gen) > 0.3 if case.get("mask") else None
+    return dict(student=student, teacher=teacher, labels=labels, mask=mask, grad_output=grad_output)
+
+
+def loss_options(case: dict, x: dict) -> dict:
+    options = dict(PARAMS.get(case["divergence"], {}))
+    options.update(labels=x["labels"], mask=x["mask"], temperature=case.get("temperature", 1.0))
+    options.update(reduction=case.get("reduction", "mean"), backend=case["backend"])
+    if case.get("num_items"):
+        options["num_items_in_batch"] = case["num_items"]
+    if case.get("hard"):
+        options["hard_label_weight"] = case["hard"]
+    return options
+
+
+def single_process(case: dict, x: dict, options: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    z = x["student"].clone().requires_grad_()
+    options = dict(options)
+    if case["divergence"] == "taid":
+        loss = L.taid(z, x["teacher"], options.pop("t"), **options)
+    else:
+        loss = L.kd_loss(z, x["teacher"], case["divergence"], **options)
+    loss.backward(x["grad_output"].expand_as(loss))
+    return loss.detach(), z.grad
+
+
+def errors(loss: torch.Tensor, grad: torch.Tensor, ref_loss: torch.Tensor, ref_grad: torch.Tensor) -> dict:
+    loss_err = ((loss - ref_loss).abs().max() / ref_loss.abs().max().clamp_min(1e-30)).item()
+    ref_grad = ref_grad.double()
+    grad_err = ((grad.double() - ref_grad).abs().max() / ref_grad.abs().max().clamp_min(1e-30)).item()
+    return dict(loss_err=loss_err, grad_err=grad_err, loss_zero=bool((ref_loss == 0).all()))
+
+
+def run_case(case: dict, rank: int, world: int, counter: ByteCounter) -> dict:
+    x = full_inputs(case)
+    sizes = SIZES[world]
+    start = sum(sizes[:rank])
+    options = loss_options(case, x)
+    ref_loss, ref_grad = single_process(case, x, options)
+    shard = x["student"][..., start : start + sizes[rank]].clone().requires_grad_()
+    teacher = x["teacher"][..., start : start + sizes[rank]]
+    counter.reset()
+    loss = vocab_parallel_kd_loss(shard, teacher, case["divergence"], **options)
+    sent = dict(calls=counter.calls, bytes=counter.bytes)
+    loss.backward(x["grad_output"].expand_as(loss))
+    sent["backward_calls"] = counter.calls - sent["calls"]
+    grad_slice = ref_grad[..., start : start + sizes[rank]]
+    return dict(case=case, **sent, rows=6, **errors(loss.detach(), shard.grad, ref_loss, grad_slice))
+
+
+def _message(call: object) -> str:
+    try:
+        call()
+    except Exception as error:  # the test records whatever surfaced
+        return f"{type(error).__name__}: {error}"
+    return "no error"
+
+
+def fault_cases(rank: int) -> dict:
+    """Rank 1 gives a wrong teacher shape (checked before any collective), every rank asks for akl
+    (refused), then rank 1 raises inside the loss after the layout exchange: every rank must see an
+    error each time, not hang (the last case on a group with a 2 s timeout)."""
+    student = torch.randn(4, 6, requires_grad=True)
+    bad_teacher = torch.randn(4, 5 if rank == 1 else 6)
+    checks = _message(lambda: vocab_parallel_kd_loss(student, bad_teacher, backend="torch"))
+    akl = _message(lambda: vocab_parallel_kd_loss(student, torch.randn(4, 6), "akl"))
+    short = dist.new_group(backend="gloo", timeout=timedelta(seconds=2))
+    if rank == 1:
+        parallel_divergence._run_phase = _raising_phase
+    teacher = torch.randn(4, 6)
+    inside = _message(lambda: vocab_parallel_kd_loss(student, teacher, backend="torch", group=short))
+    return dict(checks=checks, akl=akl, inside=inside)
+
+
+def _raising_phase(*args: object) -> None:
+    raise RuntimeError("injected failure inside the loss")
+
+
+def worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    init = f"tcp://127.0.0.1:{port}"
+    timeout = timedelta(seconds=60)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world, timeout=timeout)
+    counter = ByteCounter()
+    results = [run_case(case, rank, world, counter) for case in cases(world)]
+    faults = fault_cases(rank)
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(dict(results=results, faults=faults)))
+    dist.barrier()
+    dist.destroy_process_group()

@@ -23,6 +23,17 @@ class FlatInputs:
     divisor: torch.Tensor
 
 
+def vocabulary_mismatch(student_vocab: int, teacher_vocab: int) -> str:
+    """The message for teacher V ≠ student V, shared by the logit-level and fused-linear losses."""
+    common = min(student_vocab, teacher_vocab)
+    return (
+        f"the teacher's vocabulary has {teacher_vocab} ids but the student's has {student_vocab}; both "
+        "models must score one vocabulary. If the extra ids of the larger one are padding (e.g. Qwen2.5 "
+        f"0.5B 151936 vs 7B 152064), slice its weight or logits to the first {common} ids "
+        f"(weight[:{common}], logits[..., :{common}])"
+    )
+
+
 def _check_logits(name: str, x: object) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -107,9 +118,12 @@ def prepare(
     student = _check_logits("student_logits", student_logits)
     teacher = _check_logits("teacher_logits", teacher_logits)
     if student.shape != teacher.shape:
+        hint = ""
+        if student.shape[:-1] == teacher.shape[:-1]:
+            hint = ": " + vocabulary_mismatch(student.shape[-1], teacher.shape[-1])
         raise ValueError(
             f"student_logits and teacher_logits must have the same shape, got {tuple(student.shape)} "
-            f"and {tuple(teacher.shape)}"
+            f"and {tuple(teacher.shape)}{hint}"
         )
     if student.device != teacher.device:
         raise ValueError(f"student_logits is on {student.device} but teacher_logits is on {teacher.device}")

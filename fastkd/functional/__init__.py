@@ -11,6 +11,7 @@ from fastkd.functional.divergence import (
     soft_cross_entropy,
     tvd,
 )
+from fastkd.functional.fused_linear import fused_linear_kd
 from fastkd.functional.ranking import ranking_loss, rlkd
 from fastkd.functional.sparse import sparse_kl, teacher_topk
 from fastkd.functional.taid import taid
@@ -18,6 +19,7 @@ from fastkd.functional.taid import taid
 __all__ = [
     "akl",
     "forward_kl",
+    "fused_linear_kd",
     "jsd",
     "kd_loss",
     "ranking_loss",

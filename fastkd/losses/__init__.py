@@ -3,6 +3,7 @@
 from fastkd.functional import (
     akl,
     forward_kl,
+    fused_linear_kd,
     jsd,
     kd_loss,
     ranking_loss,
@@ -27,6 +28,7 @@ from fastkd.losses.divergence import (
     SoftCrossEntropyLoss,
     TVDLoss,
 )
+from fastkd.losses.fused_linear import FusedLinearKDLoss
 from fastkd.losses.ranking import RankingLoss, RLKDLoss
 from fastkd.losses.sparse import SparseKLLoss
 from fastkd.losses.taid_loss import TAIDLoss, TAIDSchedule
@@ -34,6 +36,7 @@ from fastkd.losses.taid_loss import TAIDLoss, TAIDSchedule
 __all__ = [
     "AKLLoss",
     "ForwardKLLoss",
+    "FusedLinearKDLoss",
     "JSDLoss",
     "KDLoss",
     "RLKDLoss",
@@ -48,6 +51,7 @@ __all__ = [
     "TVDLoss",
     "akl",
     "forward_kl",
+    "fused_linear_kd",
     "jsd",
     "kd_loss",
     "ranking_loss",

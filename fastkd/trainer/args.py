@@ -39,6 +39,12 @@ class DistillationArguments(TrainingArguments):
         default=0.0, metadata={"help": "Weight of the added SinKD Sinkhorn term (0 = off)."}
     )
     kd_backend: str = field(default="auto", metadata={"help": "fastkd backend: auto, triton, cpu or torch."})
+    fused_linear: bool = field(
+        default=False,
+        metadata={
+            "help": "Causal LMs: loss from hidden states + lm_head weights (fastkd.trainer.fused_linear)."
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -96,6 +96,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--backend", default="auto")
+    p.add_argument(
+        "--fused-linear", action="store_true", help="loss from hidden states + lm_head weights (no logits)"
+    )
     p = lm.add_parser("cache-teacher", help="write the teacher's top-k log-probs to safetensors shards")
     p.add_argument("--teacher", required=True)
     p.add_argument("--data", required=True)
@@ -201,6 +204,7 @@ def _lm(a: argparse.Namespace) -> None:
             a.max_samples,
             a.seed,
             a.backend,
+            extra_args={"fused_linear": True} if a.fused_linear else {},
         )
     )
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, Trainer, TrainerCallback
 
 from fastkd.trainer.args import DistillationArguments
+from fastkd.trainer.fused_linear import fused_linear_loss
 from fastkd.trainer.losses import build_loss, loss_entry, masked_mean
 
 TASKS = ("classification", "regression", "causal_lm")
@@ -155,6 +156,9 @@ class DistillationTrainer(Trainer):
         num_items_in_batch: Any = None,
     ) -> Any:
         args: DistillationArguments = self.args
+        if args.fused_linear:
+            loss = fused_linear_loss(self, model, inputs, num_items_in_batch)
+            return (loss, None) if return_outputs else loss
         inputs = dict(inputs)
         labels = inputs.pop("labels", None)
         topk = (inputs.pop("teacher_topk_indices", None), inputs.pop("teacher_topk_logprobs", None))

@@ -20,7 +20,7 @@ import fastkd.losses as L
 import fastkd.parallel.divergence as parallel_divergence
 from fastkd.backends import extension_available
 from fastkd.boundary.parallel import PARALLEL_DIVERGENCES
-from fastkd.parallel import vocab_parallel_kd_loss
+from fastkd.parallel import vocab_parallel_fused_linear_kd, vocab_parallel_kd_loss
 
 VOCAB = 13
 LEADING = (2, 3)
@@ -55,7 +55,8 @@ class ByteCounter:
 
 def cases(world: int) -> list[dict]:
     """Every divergence and option on 2 ranks with the C++ and torch backends (Triton at two cases);
-    on 3 ranks (slower on a loaded machine) every divergence with the fused CPU kernels, and TAID."""
+    on 3 ranks (slower on a loaded machine) every divergence with the fused CPU kernels (bf16 for two),
+    and TAID."""
     backends = ["cpu", "torch"] if extension_available() else ["torch"]
     if world > 2:
         backends = backends[:1]
@@ -65,7 +66,8 @@ def cases(world: int) -> list[dict]:
             hard = 0.0 if divergence == "taid" else 0.3
             common = dict(divergence=divergence, backend=backend)
             out.append(dict(common, dtype="float32", hard=hard, temperature=1.7))
-            out.append(dict(common, dtype="bfloat16", reduction="none", mask=True))
+            if world == 2 or divergence in ("jsd", "taid"):
+                out.append(dict(common, dtype="bfloat16", reduction="none", mask=True))
     for backend in backends:
         out.append(dict(divergence="jsd", backend=backend, dtype="float32", ignore_all=True, hard=0.5))
         if world > 2:
@@ -77,6 +79,59 @@ def cases(world: int) -> list[dict]:
         for divergence, hard in (("tvd", 0.4), ("taid", 0.0)):
             out.append(dict(divergence=divergence, backend="triton", dtype="float32", hard=hard))
     return [dict(seed=i, **case) for i, case in enumerate(out)]
+
+
+def fused_cases(world: int) -> list[dict]:
+    """Column-parallel LM heads with a bias: hard labels on the C++ kernels; on 2 ranks also logit
+    scale and softcap, TAID (torch backend) and bf16."""
+    backend = "cpu" if extension_available() else "torch"
+    out = [dict(divergence="forward_kl", backend=backend, hard=0.3, temperature=1.3)]
+    if world == 2:
+        out.append(dict(divergence="jsd", backend="torch", scale=1.5, softcap=4.0))
+        out.append(dict(divergence="taid", backend="torch"))
+        # bf16 against the fused single-process loss (whose GEMMs round the teacher to bf16 too)
+        out.append(dict(divergence="reverse_kl", backend=backend, dtype="bfloat16"))
+    return [dict(dict(seed=100 + i, fused=True, dtype="float32"), **case) for i, case in enumerate(out)]
+
+
+def run_fused_case(case: dict, rank: int, world: int, counter: ByteCounter) -> dict:
+    """vocab_parallel_fused_linear_kd against fused_linear_kd on the full weights: loss, d hidden
+    (full on every rank), d weight and d bias slices."""
+    gen = torch.Generator().manual_seed(case["seed"])
+    dtype = getattr(torch, case["dtype"])
+    h, th = torch.randn(*LEADING, 4, generator=gen).to(dtype), torch.randn(*LEADING, 5, generator=gen)
+    w, tw = torch.randn(VOCAB, 4, generator=gen).to(dtype), torch.randn(VOCAB, 5, generator=gen)
+    b = torch.randn(VOCAB, generator=gen)
+    options = loss_options(case, full_inputs(dict(case, dtype="float32")))
+    options.update(student_logit_scale=case.get("scale", 1.0), student_softcap=case.get("softcap"))
+    options["divergence"] = case["divergence"]
+    cut = slice(sum(SIZES[world][:rank]), sum(SIZES[world][: rank + 1]))
+
+    def run(parallel: bool) -> tuple:
+        leaves = [
+            x.clone().requires_grad_() for x in (h, w[cut] if parallel else w, b[cut] if parallel else b)
+        ]
+        if parallel:
+            counter.reset()
+            loss = vocab_parallel_fused_linear_kd(
+                leaves[0], leaves[1], th, tw[cut], student_bias_shard=leaves[2], **options
+            )
+        else:
+            loss = L.fused_linear_kd(leaves[0], leaves[1], th, tw, student_bias=leaves[2], **options)
+        sent = dict(calls=counter.calls, bytes=counter.bytes)
+        loss.backward(torch.tensor(1.3))
+        return loss.detach(), [leaf.grad for leaf in leaves], sent
+
+    ref_loss, ref_grads, _ = run(parallel=False)
+    loss, grads, sent = run(parallel=True)
+    refs = (ref_grads[0], ref_grads[1][cut], ref_grads[2][cut])
+    result = errors(loss, grads[0], ref_loss, ref_grads[0])
+    result["grad_err"] = max(
+        errors(loss, g, ref_loss, r)["grad_err"] for g, r in zip(grads, refs, strict=True)
+    )
+    return dict(
+        case=case, backward_calls=0, rows=6, hidden_bytes=h.numel() * h.element_size(), **sent, **result
+    )
 
 
 def full_inputs(case: dict) -> dict:
@@ -173,6 +228,7 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world, timeout=timeout)
     counter = ByteCounter()
     results = [run_case(case, rank, world, counter) for case in cases(world)]
+    results += [run_fused_case(case, rank, world, counter) for case in fused_cases(world)]
     faults = fault_cases(rank)
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(dict(results=results, faults=faults)))
     dist.barrier()

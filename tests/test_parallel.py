@@ -1,5 +1,6 @@
 """Vocabulary-parallel losses on 2 and 3 gloo processes equal the single-process loss on the
-concatenated logits (tests/parallel_worker.py runs the cases; one spawn per world size)."""
+concatenated logits, and the fused-linear one the single-process fused-linear loss on the stacked
+weights (tests/parallel_worker.py runs the cases; one spawn per world size)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def _free_port() -> int:
 def run(request, tmp_path_factory) -> tuple[int, list[dict]]:
     world = request.param
     out = tmp_path_factory.mktemp(f"parallel{world}")
-    mp.spawn(worker, args=(world, _free_port(), str(out)), nprocs=world)
+    # fork: the workers inherit this process's imported torch (importing it again costs seconds each)
+    mp.start_processes(worker, args=(world, _free_port(), str(out)), nprocs=world, start_method="fork")
     return world, [json.loads((out / f"rank{r}.json").read_text()) for r in range(world)]
 
 
@@ -42,7 +44,7 @@ def _label(case: dict) -> str:
 
 def test_losses_and_gradients_equal_single_process(run):
     world, ranks = run
-    assert len(ranks[0]["results"]) >= (30 if world == 2 else 15)
+    assert len(ranks[0]["results"]) >= (30 if world == 2 else 10)
     for rank in ranks:
         for result in rank["results"]:
             case = result["case"]
@@ -58,6 +60,7 @@ def test_every_divergence_backend_and_option_is_covered(run):
     assert {c["divergence"] for c in cases} == set(PARALLEL_DIVERGENCES)
     assert {c["dtype"] for c in cases} == {"float32", "bfloat16"}
     assert any(c.get("ignore_all") for c in cases) and any(c.get("hard") for c in cases)
+    assert any(c.get("fused") and c.get("hard") for c in cases)  # vocab_parallel_fused_linear_kd
     if world == 2:
         assert any(c.get("num_items") for c in cases) and {c["backend"] for c in cases} >= {"torch"}
     assert len(set(SIZES[world])) == world  # uneven slices
@@ -74,8 +77,9 @@ def test_communication_is_per_row_and_backward_has_none(run):
     for rank in ranks:
         for result in rank["results"]:
             layout_bytes = 3 * 8  # one all-gather of (V_r, rows, ok) as int64
-            assert result["bytes"] <= layout_bytes + BYTES_PER_ROW * result["rows"], _label(result["case"])
-            assert result["calls"] <= 5 and result["backward_calls"] == 0, _label(result["case"])
+            allowed = layout_bytes + BYTES_PER_ROW * result["rows"] + result.get("hidden_bytes", 0)
+            assert result["bytes"] <= allowed, _label(result["case"])
+            assert result["calls"] <= 6 and result["backward_calls"] == 0, _label(result["case"])
 
 
 def test_a_failing_rank_raises_on_every_rank(run):

@@ -91,10 +91,12 @@ def shard_loss_rows(call: ShardCall, student: torch.Tensor, grad: torch.Tensor) 
     if call.t is None and o.divergence not in CONSTANT_ROW_SUM:
         _run_phase(call, student, grad, stats, ROW_SUM)
         _globalise_columns_(stats, slice(3, 4), call.group, lse=False)
+    if hard:  # read before the GRAD phase, which may write the gradient over the student
+        label_logits = _label_logits(student, call.labels)
     loss = _run_phase(call, student, grad, stats, GRAD)
     if hard:
         w = o.hard_label_weight
-        loss = (1.0 - w) * loss - w * _label_logits(student, call.labels)
+        loss = (1.0 - w) * loss - w * label_logits
     all_reduce_sum_(loss, call.group)
     if hard:
         loss = loss + torch.where(call.flat.valid, o.hard_label_weight * stats[:, 2], 0.0)

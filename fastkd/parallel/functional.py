@@ -9,13 +9,16 @@ import torch
 import torch.distributed as dist
 
 from fastkd.backends import resolve
+from fastkd.boundary.fused_linear import FusedLinearOptions, LogitTransform, prepare_fused_linear
 from fastkd.boundary.inputs import _check_label_range, prepare
 from fastkd.boundary.options import DivergenceOptions
 from fastkd.boundary.parallel import PARALLEL_DIVERGENCES
 from fastkd.functional.divergence import divergence_options
+from fastkd.functional.fused_linear import _gemm_dtype
 from fastkd.functional.taid import interpolation_weight
 from fastkd.parallel.comm import agree_on_layout
 from fastkd.parallel.divergence import ShardCall, VocabParallelFunction
+from fastkd.parallel.fused_linear import FusedShardCall, VocabParallelFusedLinearFunction, local_options
 
 
 def _checked_options(divergence: object, t: object, options: dict) -> DivergenceOptions:
@@ -102,3 +105,92 @@ def vocab_parallel_kd_loss(
         local_labels = flat.labels - layout.offset
     call = ShardCall(flat, local_labels, options, weight, layout, group, name)
     return VocabParallelFunction.apply(flat.student, call)
+
+
+def vocab_parallel_fused_linear_kd(
+    student_hidden: torch.Tensor,
+    student_weight_shard: torch.Tensor,
+    teacher_hidden: torch.Tensor,
+    teacher_weight_shard: torch.Tensor,
+    divergence: str = "forward_kl",
+    *,
+    group: dist.ProcessGroup | None = None,
+    student_bias_shard: torch.Tensor | None = None,
+    teacher_bias_shard: torch.Tensor | None = None,
+    beta: float | None = None,
+    alpha: float | None = None,
+    mu: float | None = None,
+    t: float | torch.Tensor | None = None,
+    student_logit_scale: float = 1.0,
+    teacher_logit_scale: float = 1.0,
+    student_softcap: float | None = None,
+    teacher_softcap: float | None = None,
+    labels: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    temperature: float = 1.0,
+    reduction: str = "mean",
+    num_items_in_batch: int | torch.Tensor | None = None,
+    hard_label_weight: float = 0.0,
+    chunk_size: int | None = None,
+    grad_weight_dtype: torch.dtype = torch.float32,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """:func:`fastkd.losses.fused_linear_kd` with column-parallel LM heads (Megatron's layout).
+
+    ``student_hidden`` [..., H_s] and ``teacher_hidden`` [..., H_t] are the same on every rank of
+    ``group``; ``*_weight_shard`` [V_r, H] (and ``*_bias_shard`` [V_r]) are this rank's contiguous
+    rows of the LM heads, in rank order (V_r may differ between ranks, equal for the two models).
+    Returns the full-vocabulary loss on every rank; backward gives the gradient of this rank's weight
+    (and bias) slice and the gradient of ``student_hidden`` summed over the group (the full one, on
+    every rank). Divergences and options as for :func:`vocab_parallel_kd_loss` and
+    ``fused_linear_kd`` (logit scales, softcaps, chunk_size, grad_weight_dtype); reduction "mean" or
+    "sum". Communication per chunk: the O(chunk) all-reduces of the logit-level loss; per call one
+    all-reduce of the hidden gradient [N, H_s] (in the forward), none in backward.
+    """
+    settings = {
+        "beta": beta,
+        "alpha": alpha,
+        "mu": mu,
+        "temperature": temperature,
+        "reduction": reduction,
+        "ignore_index": ignore_index,
+        "hard_label_weight": hard_label_weight,
+    }
+
+    def checks() -> tuple:
+        if reduction not in ("mean", "sum"):
+            raise ValueError(
+                f"vocab_parallel_fused_linear_kd takes reduction 'mean' or 'sum', got {reduction!r}"
+            )
+        options = FusedLinearOptions(
+            loss=_checked_options(divergence, t, settings),
+            source="hidden",
+            taid=divergence == "taid",
+            student=LogitTransform.build("student", student_logit_scale, student_softcap),
+            teacher=LogitTransform.build("teacher", teacher_logit_scale, teacher_softcap),
+            chunk_size=chunk_size,
+            grad_weight_dtype=grad_weight_dtype,
+        )
+        teacher = dict.fromkeys(("teacher_logits", "teacher_topk_indices", "teacher_topk_logprobs"))
+        teacher.update(teacher_hidden=teacher_hidden, teacher_weight=teacher_weight_shard)
+        teacher["teacher_bias"] = teacher_bias_shard
+        student = (student_hidden, student_weight_shard, student_bias_shard)
+        flat = prepare_fused_linear(
+            student, teacher, local_options(options), labels, mask, num_items_in_batch
+        )
+        fused = ("triton",) if divergence == "taid" else ("triton", "cpu")
+        name = resolve(backend, flat.hidden, fused=fused)
+        weight = interpolation_weight(t, flat.hidden) if divergence == "taid" else None
+        return options, flat, name, weight
+
+    shape = tuple(getattr(student_weight_shard, "shape", ())) or (0,)
+    rows = math.prod(tuple(getattr(student_hidden, "shape", (0,)))[:-1])
+    device = getattr(student_hidden, "device", torch.device("cpu"))
+    (options, flat, name, weight), layout = agree_on_layout(checks, shape[0], rows, group, device)
+    local_labels = None
+    if options.loss.needs_labels:
+        _check_label_range(flat.labels, flat.valid, layout.vocab)
+        local_labels = flat.labels - layout.offset
+    call = FusedShardCall(flat, options, local_labels, weight, layout, group, name, _gemm_dtype(flat.hidden))
+    return VocabParallelFusedLinearFunction.apply(flat.hidden, flat.weight, flat.bias, call)

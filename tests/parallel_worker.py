@@ -20,7 +20,7 @@ import fastkd.losses as L
 import fastkd.parallel.divergence as parallel_divergence
 from fastkd.backends import extension_available
 from fastkd.boundary.parallel import PARALLEL_DIVERGENCES
-from fastkd.parallel import vocab_parallel_fused_linear_kd, vocab_parallel_kd_loss
+from fastkd.parallel import vocab_parallel_fused_linear_kd, vocab_parallel_kd_loss, vocab_parallel_sparse_kl
 
 VOCAB = 13
 LEADING = (2, 3)
@@ -134,6 +134,41 @@ def run_fused_case(case: dict, rank: int, world: int, counter: ByteCounter) -> d
     )
 
 
+def sparse_cases(world: int) -> list[dict]:
+    """Top-k teacher: renormalised, with the rest bucket (bf16, mask, per-token loss), and k = V."""
+    out = [dict(k=4, renormalize=True, temperature=1.5, dtype="float32")]
+    if world == 2:
+        out.append(dict(k=5, renormalize=False, reduction="none", mask=True, dtype="bfloat16"))
+        out.append(dict(k=VOCAB, renormalize=False, reduction="sum", dtype="float32"))
+    return [
+        dict(case, seed=200 + i, sparse=True, divergence="sparse_kl", backend="torch")
+        for i, case in enumerate(out)
+    ]
+
+
+def run_sparse_case(case: dict, rank: int, world: int, counter: ByteCounter) -> dict:
+    """vocab_parallel_sparse_kl against sparse_kl on the full student logits (global indices)."""
+    x = full_inputs(case)
+    indices, logprobs = L.teacher_topk(x["teacher"], case["k"])
+    logprobs[0, 0, -1] = float("-inf")  # a padding slot
+    options = loss_options(case, x)
+    options.update(renormalize=case["renormalize"])
+    options.pop("backend")
+    z = x["student"].clone().requires_grad_()
+    ref = L.sparse_kl(z, indices, logprobs, backend="torch", **options)
+    ref.backward(x["grad_output"].expand_as(ref))
+    cut = slice(sum(SIZES[world][:rank]), sum(SIZES[world][: rank + 1]))
+    shard = x["student"][..., cut].clone().requires_grad_()
+    counter.reset()
+    loss = vocab_parallel_sparse_kl(shard, indices, logprobs, **options)
+    sent = dict(calls=counter.calls, bytes=counter.bytes)
+    loss.backward(x["grad_output"].expand_as(loss))
+    sent["backward_calls"] = counter.calls - sent["calls"]
+    return dict(
+        case=case, rows=6, **sent, **errors(loss.detach(), shard.grad, ref.detach(), z.grad[..., cut])
+    )
+
+
 def full_inputs(case: dict) -> dict:
     gen = torch.Generator().manual_seed(case["seed"])
     dtype = getattr(torch, case["dtype"])
@@ -229,6 +264,7 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
     counter = ByteCounter()
     results = [run_case(case, rank, world, counter) for case in cases(world)]
     results += [run_fused_case(case, rank, world, counter) for case in fused_cases(world)]
+    results += [run_sparse_case(case, rank, world, counter) for case in sparse_cases(world)]
     faults = fault_cases(rank)
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(dict(results=results, faults=faults)))
     dist.barrier()

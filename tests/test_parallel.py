@@ -1,6 +1,7 @@
 """Vocabulary-parallel losses on 2 and 3 gloo processes equal the single-process loss on the
-concatenated logits, and the fused-linear one the single-process fused-linear loss on the stacked
-weights (tests/parallel_worker.py runs the cases; one spawn per world size)."""
+concatenated logits (the sparse KL: with global top-k indices), and the fused-linear one the
+single-process fused-linear loss on the stacked weights (tests/parallel_worker.py runs the cases;
+one start of the workers per world size)."""
 
 from __future__ import annotations
 
@@ -57,10 +58,12 @@ def test_every_divergence_backend_and_option_is_covered(run):
     cases = [r["case"] for r in ranks[0]["results"]]
     from fastkd.parallel import PARALLEL_DIVERGENCES
 
-    assert {c["divergence"] for c in cases} == set(PARALLEL_DIVERGENCES)
+    assert {c["divergence"] for c in cases} == {*PARALLEL_DIVERGENCES, "sparse_kl"}
     assert {c["dtype"] for c in cases} == {"float32", "bfloat16"}
     assert any(c.get("ignore_all") for c in cases) and any(c.get("hard") for c in cases)
     assert any(c.get("fused") and c.get("hard") for c in cases)  # vocab_parallel_fused_linear_kd
+    if world == 2:
+        assert {c.get("renormalize") for c in cases if c.get("sparse")} == {True, False}
     if world == 2:
         assert any(c.get("num_items") for c in cases) and {c["backend"] for c in cases} >= {"torch"}
     assert len(set(SIZES[world])) == world  # uneven slices

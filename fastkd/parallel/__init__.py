@@ -7,6 +7,15 @@ same row kernels as the single-process losses, and no collective in backward.
 """
 
 from fastkd.boundary.parallel import PARALLEL_DIVERGENCES
-from fastkd.parallel.functional import vocab_parallel_fused_linear_kd, vocab_parallel_kd_loss
+from fastkd.parallel.functional import (
+    vocab_parallel_fused_linear_kd,
+    vocab_parallel_kd_loss,
+    vocab_parallel_sparse_kl,
+)
 
-__all__ = ["PARALLEL_DIVERGENCES", "vocab_parallel_fused_linear_kd", "vocab_parallel_kd_loss"]
+__all__ = [
+    "PARALLEL_DIVERGENCES",
+    "vocab_parallel_fused_linear_kd",
+    "vocab_parallel_kd_loss",
+    "vocab_parallel_sparse_kl",
+]

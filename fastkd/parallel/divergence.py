@@ -45,6 +45,12 @@ class ShardCall:
     group: dist.ProcessGroup | None
     backend: str
 
+    def loss_rows(self, student: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        return shard_loss_rows(self, student, grad)
+
+    def reduce(self, loss_rows: torch.Tensor) -> torch.Tensor:
+        return reduce_rows(loss_rows, self.flat.leading_shape, self.flat.divisor, self.options.reduction)
+
 
 def _run_phase(call: ShardCall, student: torch.Tensor, grad: torch.Tensor, stats: torch.Tensor, phase: int):
     o, flat = call.options, call.flat
@@ -104,17 +110,17 @@ def shard_loss_rows(call: ShardCall, student: torch.Tensor, grad: torch.Tensor) 
 
 
 class VocabParallelFunction(torch.autograd.Function):
-    """A vocabulary-parallel loss whose phases write ∂loss/∂(student slice) in the forward pass;
-    backward rescales it by ``grad_output`` in place (one backward per forward), with no collective."""
+    """A vocabulary-parallel loss whose forward writes ∂loss/∂(student slice): ``call`` (a
+    :class:`ShardCall` or a sparse one) gives the global loss rows and their reduction. Backward
+    rescales the gradient by ``grad_output`` in place (one backward per forward), with no collective."""
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, student: torch.Tensor, call: ShardCall):
         student = unit_stride(student)
         grad = torch.empty_like(student)
-        loss_rows = shard_loss_rows(call, student, grad)
+        loss_rows = call.loss_rows(student, grad)
         save_fused_gradient(ctx, grad, call.options.reduction)
-        flat = call.flat
-        return reduce_rows(loss_rows, flat.leading_shape, flat.divisor, call.options.reduction)
+        return call.reduce(loss_rows)
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor) -> tuple:

@@ -10,15 +10,17 @@ import torch.distributed as dist
 
 from fastkd.backends import resolve
 from fastkd.boundary.fused_linear import FusedLinearOptions, LogitTransform, prepare_fused_linear
-from fastkd.boundary.inputs import _check_label_range, prepare
+from fastkd.boundary.inputs import _check_label_range, _check_logits, prepare
 from fastkd.boundary.options import DivergenceOptions
 from fastkd.boundary.parallel import PARALLEL_DIVERGENCES
+from fastkd.boundary.sparse import SparseOptions, prepare_sparse
 from fastkd.functional.divergence import divergence_options
 from fastkd.functional.fused_linear import _gemm_dtype
 from fastkd.functional.taid import interpolation_weight
 from fastkd.parallel.comm import agree_on_layout
 from fastkd.parallel.divergence import ShardCall, VocabParallelFunction
 from fastkd.parallel.fused_linear import FusedShardCall, VocabParallelFusedLinearFunction, local_options
+from fastkd.parallel.sparse import SparseShardCall
 
 
 def _checked_options(divergence: object, t: object, options: dict) -> DivergenceOptions:
@@ -194,3 +196,42 @@ def vocab_parallel_fused_linear_kd(
         local_labels = flat.labels - layout.offset
     call = FusedShardCall(flat, options, local_labels, weight, layout, group, name, _gemm_dtype(flat.hidden))
     return VocabParallelFusedLinearFunction.apply(flat.hidden, flat.weight, flat.bias, call)
+
+
+def vocab_parallel_sparse_kl(
+    student_logits_shard: torch.Tensor,
+    teacher_topk_indices: torch.Tensor,
+    teacher_topk_logprobs: torch.Tensor,
+    *,
+    group: dist.ProcessGroup | None = None,
+    renormalize: bool = True,
+    labels: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    temperature: float = 1.0,
+    reduction: str = "mean",
+    num_items_in_batch: int | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`fastkd.losses.sparse_kl` with the student's logits split over the vocabulary.
+
+    ``student_logits_shard`` [..., V_r] is this rank's contiguous slice (rank order, uneven sizes
+    allowed); ``teacher_topk_indices`` [..., k] hold global vocabulary ids and, with the log-probs,
+    labels and mask, are the same on every rank. Returns the full-vocabulary loss on every rank;
+    backward gives the gradient of the local slice. Communication per call: one all-gather of 3 int64
+    per rank, three all-reduces of at most 2 fp32 per row; none in backward.
+    """
+
+    def checks() -> SparseOptions:
+        _check_logits("student_logits", student_logits_shard)
+        return SparseOptions(renormalize, temperature, reduction, ignore_index)
+
+    shape = tuple(getattr(student_logits_shard, "shape", ())) or (0,)
+    device = getattr(student_logits_shard, "device", torch.device("cpu"))
+    options, layout = agree_on_layout(checks, shape[-1], math.prod(shape[:-1]), group, device)
+    # The teacher is checked against the global vocabulary: a stand-in of the full logits' shape.
+    like = torch.empty((), device=device).expand(*shape[:-1], layout.vocab)
+    flat = prepare_sparse(
+        like, teacher_topk_indices, teacher_topk_logprobs, options, labels, mask, num_items_in_batch
+    )
+    flat = replace(flat, student=student_logits_shard.reshape(-1, shape[-1]))
+    return VocabParallelFunction.apply(flat.student, SparseShardCall(flat, options, layout, group))

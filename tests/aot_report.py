@@ -24,7 +24,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-FAMILIES: tuple[str, ...] = ("divergence", "taid", "sparse", "sinkhorn", "ranking", "rescale")
+FAMILIES: tuple[str, ...] = ("divergence", "taid", "sparse", "sinkhorn", "ranking", "rescale", "shard")
 ARCHS: tuple[int, ...] = (80, 90)
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 PTXAS = next(

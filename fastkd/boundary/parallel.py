@@ -13,21 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fastkd.boundary.options import DIVERGENCES
+
 STATS, ROW_SUM, GRAD = 1, 2, 3
 
 # The divergences whose row sum c = Σ q·h is the constant −1 (no ROW_SUM phase, no collective for it).
 CONSTANT_ROW_SUM: tuple[str, ...] = ("forward_kl", "soft_cross_entropy")
 # Every divergence with vocabulary-parallel phases; akl's head threshold is not a row statistic.
-PARALLEL_DIVERGENCES: tuple[str, ...] = (
-    "forward_kl",
-    "soft_cross_entropy",
-    "reverse_kl",
-    "jsd",
-    "skew_kl",
-    "skew_reverse_kl",
-    "tvd",
-    "taid",
-)
+PARALLEL_DIVERGENCES: tuple[str, ...] = (*(d for d in DIVERGENCES if d != "akl"), "taid")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from fastkd.backends import resolve
 from fastkd.boundary.fused_linear import FusedLinearOptions, LogitTransform, prepare_fused_linear
 from fastkd.boundary.inputs import _check_label_range, _check_logits, prepare
 from fastkd.boundary.options import DivergenceOptions
-from fastkd.boundary.parallel import PARALLEL_DIVERGENCES
+from fastkd.boundary.parallel import PARALLEL_DIVERGENCES, ShardLayout
 from fastkd.boundary.sparse import SparseOptions, prepare_sparse
 from fastkd.functional.divergence import divergence_options
 from fastkd.functional.fused_linear import _gemm_dtype
@@ -21,6 +21,26 @@ from fastkd.parallel.comm import agree_on_layout
 from fastkd.parallel.divergence import ShardCall, VocabParallelFunction
 from fastkd.parallel.fused_linear import FusedShardCall, VocabParallelFusedLinearFunction, local_options
 from fastkd.parallel.sparse import SparseShardCall
+
+# The keyword options that make a divergence's DivergenceOptions (with the family parameters).
+SETTINGS = ("beta", "alpha", "mu", "temperature", "reduction", "ignore_index", "hard_label_weight")
+
+
+def _extent(x: object) -> tuple[int, int, torch.device]:
+    """(rows, last dimension, device) of a [..., D] tensor, for the layout exchange (which runs even when
+    ``x`` is not a tensor, so that the other ranks learn of the error)."""
+    shape = tuple(getattr(x, "shape", ())) or (0,)
+    return math.prod(shape[:-1]), shape[-1], getattr(x, "device", torch.device("cpu"))
+
+
+def _local_labels(
+    options: DivergenceOptions, labels: torch.Tensor | None, valid: torch.Tensor, layout: ShardLayout
+) -> torch.Tensor | None:
+    """Slice-local label ids for the hard-label term (global ids checked against the global V)."""
+    if not options.needs_labels:
+        return None
+    _check_label_range(labels, valid, layout.vocab)
+    return labels - layout.offset
 
 
 def _checked_options(divergence: object, t: object, options: dict) -> DivergenceOptions:
@@ -73,18 +93,10 @@ def vocab_parallel_kd_loss(
     :func:`fastkd.losses.taid`); akl is refused (its head threshold is not a row statistic). Options as
     for ``kd_loss``: ``labels`` hold global vocabulary ids (the label's logit lives on one rank),
     ``labels``, ``mask`` and ``num_items_in_batch`` are the same on every rank. ``backend``: auto, cpu
-    (C++), triton or torch. Communication per call: 3-4 all-reduces of at most 3 fp32 per row and one
-    all-gather of 3 int64 per rank; none in backward. An input error on one rank raises on every rank.
+    (C++), triton or torch. Communication per call: 3-4 all-reduces, at most 8 fp32 per row in all,
+    and one all-gather of 3 int64 per rank; none in backward. An input error on one rank raises on every rank.
     """
-    options_in = {
-        "beta": beta,
-        "alpha": alpha,
-        "mu": mu,
-        "temperature": temperature,
-        "reduction": reduction,
-        "ignore_index": ignore_index,
-        "hard_label_weight": hard_label_weight,
-    }
+    options_in = {name: value for name, value in locals().items() if name in SETTINGS}
 
     def checks() -> tuple:
         options = _checked_options(divergence, t, options_in)
@@ -97,14 +109,9 @@ def vocab_parallel_kd_loss(
         weight = interpolation_weight(t, flat.student) if divergence == "taid" else None
         return options, flat, name, weight
 
-    shape = tuple(getattr(student_logits_shard, "shape", ())) or (0,)
-    rows, local_vocab = math.prod(shape[:-1]), shape[-1]
-    device = getattr(student_logits_shard, "device", torch.device("cpu"))
+    rows, local_vocab, device = _extent(student_logits_shard)
     (options, flat, name, weight), layout = agree_on_layout(checks, local_vocab, rows, group, device)
-    local_labels = None
-    if options.needs_labels:
-        _check_label_range(flat.labels, flat.valid, layout.vocab)
-        local_labels = flat.labels - layout.offset
+    local_labels = _local_labels(options, flat.labels, flat.valid, layout)
     call = ShardCall(flat, local_labels, options, weight, layout, group, name)
     return VocabParallelFunction.apply(flat.student, call)
 
@@ -150,15 +157,7 @@ def vocab_parallel_fused_linear_kd(
     "sum". Communication per chunk: the O(chunk) all-reduces of the logit-level loss; per call one
     all-reduce of the hidden gradient [N, H_s] (in the forward), none in backward.
     """
-    settings = {
-        "beta": beta,
-        "alpha": alpha,
-        "mu": mu,
-        "temperature": temperature,
-        "reduction": reduction,
-        "ignore_index": ignore_index,
-        "hard_label_weight": hard_label_weight,
-    }
+    settings = {name: value for name, value in locals().items() if name in SETTINGS}
 
     def checks() -> tuple:
         if reduction not in ("mean", "sum"):
@@ -186,14 +185,10 @@ def vocab_parallel_fused_linear_kd(
         weight = interpolation_weight(t, flat.hidden) if divergence == "taid" else None
         return options, flat, name, weight
 
-    shape = tuple(getattr(student_weight_shard, "shape", ())) or (0,)
-    rows = math.prod(tuple(getattr(student_hidden, "shape", (0,)))[:-1])
-    device = getattr(student_hidden, "device", torch.device("cpu"))
-    (options, flat, name, weight), layout = agree_on_layout(checks, shape[0], rows, group, device)
-    local_labels = None
-    if options.loss.needs_labels:
-        _check_label_range(flat.labels, flat.valid, layout.vocab)
-        local_labels = flat.labels - layout.offset
+    rows, _, device = _extent(student_hidden)
+    local_vocab = (tuple(getattr(student_weight_shard, "shape", ())) or (0,))[0]
+    (options, flat, name, weight), layout = agree_on_layout(checks, local_vocab, rows, group, device)
+    local_labels = _local_labels(options.loss, flat.labels, flat.valid, layout)
     call = FusedShardCall(flat, options, local_labels, weight, layout, group, name, _gemm_dtype(flat.hidden))
     return VocabParallelFusedLinearFunction.apply(flat.hidden, flat.weight, flat.bias, call)
 
@@ -225,13 +220,12 @@ def vocab_parallel_sparse_kl(
         _check_logits("student_logits", student_logits_shard)
         return SparseOptions(renormalize, temperature, reduction, ignore_index)
 
-    shape = tuple(getattr(student_logits_shard, "shape", ())) or (0,)
-    device = getattr(student_logits_shard, "device", torch.device("cpu"))
-    options, layout = agree_on_layout(checks, shape[-1], math.prod(shape[:-1]), group, device)
+    rows, local_vocab, device = _extent(student_logits_shard)
+    options, layout = agree_on_layout(checks, local_vocab, rows, group, device)
     # The teacher is checked against the global vocabulary: a stand-in of the full logits' shape.
-    like = torch.empty((), device=device).expand(*shape[:-1], layout.vocab)
+    like = torch.empty((), device=device).expand(*student_logits_shard.shape[:-1], layout.vocab)
     flat = prepare_sparse(
         like, teacher_topk_indices, teacher_topk_logprobs, options, labels, mask, num_items_in_batch
     )
-    flat = replace(flat, student=student_logits_shard.reshape(-1, shape[-1]))
+    flat = replace(flat, student=student_logits_shard.reshape(-1, local_vocab))
     return VocabParallelFunction.apply(flat.student, SparseShardCall(flat, options, layout, group))

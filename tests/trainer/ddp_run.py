@@ -4,8 +4,10 @@
 
 Both see the same 2B examples of the shipped lm.jsonl in every one of their three optimizer steps (SGD,
 constant learning rate), so they must end with the same student and the same TAID schedule state.
-Each rank writes ``rank<r>.pt`` (the student's parameter updates, schedule state, logged losses);
-the run writes its summary through ``fastkd.trainer.summary.write_summary`` (rank 0 only).
+It trains twice, with HF's global token count (``OUT/global``) and with a rank-local one that
+fastkd all-reduces (``OUT/local``). Each rank writes ``rank<r>.pt`` (the student's parameter
+updates, schedule state, logged losses); the run writes its summary through
+``fastkd.trainer.summary.write_summary`` (rank 0 only).
 """
 
 from __future__ import annotations
@@ -46,8 +48,14 @@ def llama(seed: int, vocab: int) -> LlamaForCausalLM:
 
 
 def main(out: str, batch: int) -> None:
+    """Both runs: HF's global token count (its default), then a rank-local one (our all-reduce)."""
     if "LOCAL_RANK" in os.environ:  # under torchrun: two processes share the cores
         torch.set_num_threads(1)
+    for variant, average in (("global", True), ("local", False)):
+        run(os.path.join(out, variant), batch, average)
+
+
+def run(out: str, batch: int, average_tokens_across_devices: bool) -> None:
     tokenizer = tiny_tokenizer()
     examples = encode_all(read_jsonl(DATA, EXAMPLES), tokenizer, 64)
     args = DistillationArguments(
@@ -67,6 +75,7 @@ def main(out: str, batch: int) -> None:
         temperature=1.5,
         seed=0,
         ddp_backend="gloo" if "LOCAL_RANK" in os.environ else None,
+        average_tokens_across_devices=average_tokens_across_devices,
     )
     trainer = DistillationTrainer(
         model=llama(0, len(tokenizer)),

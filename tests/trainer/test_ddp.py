@@ -32,6 +32,11 @@ def test_two_ranks_equal_one_process_with_the_doubled_batch(tmp_path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
     out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
+    for variant in ("global", "local"):  # HF's global token count, and a local one fastkd all-reduces
+        _assert_same_run(one / variant, two / variant)
+
+
+def _assert_same_run(one, two) -> None:
     ref = torch.load(one / "rank0.pt")
     ranks = [torch.load(two / f"rank{r}.pt") for r in range(2)]
     for state in ranks:

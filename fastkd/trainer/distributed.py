@@ -5,10 +5,14 @@ the W ranks. For the step to equal one process with the W-fold batch, each rank'
 token sum divided by the global number of valid tokens, times W. HF's Trainer passes a global
 ``num_items_in_batch`` when ``average_tokens_across_devices`` is on (its default) and the batches
 carry labels; otherwise :func:`global_token_count` all-reduces the local count (one int per step).
+
+Commands that are not a Trainer (the teacher cache) join the launcher's group with
+:func:`init_from_launcher` and split their work with :func:`rank_block`.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -63,3 +67,34 @@ def sum_over_ranks(value: torch.Tensor) -> torch.Tensor:
     total = value.detach().to(torch.float32).clone()
     dist.all_reduce(total)
     return total
+
+
+def init_from_launcher() -> None:
+    """Join the process group a launcher (torchrun, accelerate) describes in WORLD_SIZE / RANK /
+    MASTER_ADDR when a command that is not a Trainer (``fastkd lm cache-teacher``) runs under it:
+    gloo on CPU, NCCL with CUDA. Nothing in one process or when the group exists."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def rank_block(count: int) -> range:
+    """This rank's contiguous share of ``count`` items (rank order = item order; sizes differ by ≤ 1)."""
+    ranks, rank = world_size(), dist.get_rank() if world_size() > 1 else 0
+    return range(rank * count // ranks, (rank + 1) * count // ranks)
+
+
+def rank_file_prefix(stem: str) -> str:
+    """``stem-`` in one process, ``stem-r<rank>-`` under W ranks (files of different ranks never clash)."""
+    return f"{stem}-" if world_size() == 1 else f"{stem}-r{dist.get_rank():03d}-"
+
+
+def gather_in_rank_order(items: list[Any]) -> list[Any]:
+    """Every rank's ``items`` (picklable), concatenated in rank order, on every rank."""
+    if world_size() == 1:
+        return list(items)
+    parts: list[Any] = [None] * world_size()
+    dist.all_gather_object(parts, list(items))
+    return [item for part in parts for item in part]

@@ -1,6 +1,6 @@
 """A tiny causal-LM TAID distillation, for tests/trainer/test_ddp.py: run it under
-``torchrun --nproc-per-node 2 tests/trainer/ddp_run.py OUT B`` (B examples per rank and step) or as
-``python tests/trainer/ddp_run.py OUT 2B`` (one process, the doubled batch).
+``torchrun --nproc-per-node 2 tests/trainer/ddp_run.py OUT B [TEACHER]`` (B examples per rank and
+step) or as ``python tests/trainer/ddp_run.py OUT 2B [TEACHER]`` (one process, the doubled batch).
 
 Both see the same 2B examples of the shipped lm.jsonl in every one of their three optimizer steps (SGD,
 constant learning rate), so they must end with the same student and the same TAID schedule state.
@@ -24,6 +24,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from fastkd.trainer import DistillationArguments, DistillationTrainer
 from fastkd.trainer.distributed import world_size
+from fastkd.trainer.lm.cache import cache_teacher
 from fastkd.trainer.lm.data import LMCollator, encode_all, read_jsonl
 from fastkd.trainer.models import tiny_tokenizer
 from fastkd.trainer.summary import write_summary
@@ -47,12 +48,15 @@ def llama(seed: int, vocab: int) -> LlamaForCausalLM:
     return LlamaForCausalLM(config)
 
 
-def main(out: str, batch: int) -> None:
-    """Both runs: HF's global token count (its default), then a rank-local one (our all-reduce)."""
+def main(out: str, batch: int, teacher: str | None = None) -> None:
+    """Both runs: HF's global token count (its default), then a rank-local one (our all-reduce); with
+    a saved ``teacher``, also its top-4 cache of 7 examples in shards of 2 (``OUT/cache``)."""
     if "LOCAL_RANK" in os.environ:  # under torchrun: two processes share the cores
         torch.set_num_threads(1)
     for variant, average in (("global", True), ("local", False)):
         run(os.path.join(out, variant), batch, average)
+    if teacher is not None:
+        cache_teacher(teacher, DATA, 4, os.path.join(out, "cache"), shard_size=2, max_samples=7)
 
 
 def run(out: str, batch: int, average_tokens_across_devices: bool) -> None:
@@ -99,4 +103,4 @@ def run(out: str, batch: int, average_tokens_across_devices: bool) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:])

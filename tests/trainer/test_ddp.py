@@ -1,5 +1,6 @@
 """DDP: 2 processes under torchrun (gloo) with batch B each equal 1 process with batch 2B: the same
-student update, the same TAID schedule state on every rank, one summary (rank 0) with world_size."""
+student update, the same TAID schedule state on every rank, one summary (rank 0) with world_size;
+the teacher cache the two ranks write reads back as the one-process cache."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import subprocess
 import pytest
 import torch
 
+from fastkd.trainer.lm.cache import load_cache
 from tests.trainer import ddp_run
 
 SCRIPT = ddp_run.__file__
@@ -25,15 +27,28 @@ def _free_port() -> int:
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not on PATH")
-def test_two_ranks_equal_one_process_with_the_doubled_batch(tmp_path) -> None:
+def test_two_ranks_equal_one_process_with_the_doubled_batch(tmp_path, tiny_llama) -> None:
     one, two = tmp_path / "one", tmp_path / "two"
-    ddp_run.main(str(one), 2 * 2)
-    command = ["torchrun", "--nproc-per-node", "2", "--master-port", str(_free_port()), SCRIPT, str(two), "2"]
+    ddp_run.main(str(one), 2 * 2, tiny_llama)
+    port = str(_free_port())
+    command = ["torchrun", "--nproc-per-node", "2", "--master-port", port, SCRIPT, str(two), "2", tiny_llama]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
     out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     for variant in ("global", "local"):  # HF's global token count, and a local one fastkd all-reduces
         _assert_same_run(one / variant, two / variant)
+    _assert_same_cache(one / "cache", two / "cache")
+
+
+def _assert_same_cache(one, two) -> None:
+    meta_one, examples_one = load_cache(str(one))
+    meta_two, examples_two = load_cache(str(two))
+    assert [s.split("-")[1] for s in meta_two["shards"]] == ["r000", "r000", "r001", "r001"]
+    assert meta_two["num_examples"] == meta_one["num_examples"] == len(examples_two) == 7
+    for a, b in zip(examples_one, examples_two, strict=True):
+        assert a["input_ids"] == b["input_ids"] and a["labels"] == b["labels"]
+        assert torch.equal(a["teacher_topk_indices"], b["teacher_topk_indices"])
+        torch.testing.assert_close(a["teacher_topk_logprobs"], b["teacher_topk_logprobs"])
 
 
 def _assert_same_run(one, two) -> None:

@@ -1,10 +1,12 @@
 """Offline teacher cache: the teacher's top-k log-probabilities per token, in safetensors shards.
 
 Layout of ``DIR``: ``cache.json`` (format, teacher, top_k, vocab_size, temperature, max_length,
-num_examples, shards) and ``shard-NNNNN.safetensors`` holding, for the examples of that shard
-concatenated along the token axis, ``input_ids`` [T] and ``labels`` [T] (int64), ``offsets`` [n+1]
-(int64, example i is rows offsets[i]:offsets[i+1]), ``topk_indices`` [T, k] (int32) and
-``topk_logprobs`` [T, k] (fp32, log-softmax of the teacher logits at ``temperature``, from
+num_examples, shards) and ``shard-NNNNN.safetensors`` (``shard-rRRR-NNNNN.safetensors`` when rank R
+of a torchrun job wrote it: each rank caches a contiguous block of the examples, rank 0 lists every
+shard in example order, so the reader is the same for any number of ranks) holding, for the
+examples of that shard concatenated along the token axis, ``input_ids`` [T] and ``labels`` [T]
+(int64), ``offsets`` [n+1] (int64, example i is rows offsets[i]:offsets[i+1]), ``topk_indices``
+[T, k] (int32) and ``topk_logprobs`` [T, k] (fp32, log-softmax of the teacher logits at ``temperature``, from
 ``fastkd.teacher_topk``).
 """
 
@@ -19,6 +21,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import fastkd
+from fastkd.trainer.distributed import (
+    gather_in_rank_order,
+    init_from_launcher,
+    is_main_process,
+    rank_block,
+    rank_file_prefix,
+)
 from fastkd.trainer.lm.data import LMCollator, encode_all, read_jsonl
 from fastkd.trainer.trainer import load_teacher
 
@@ -75,6 +84,7 @@ def cache_teacher(
     """Write the top-``top_k`` teacher log-probs over ``data`` to ``output``; returns the metadata."""
     from transformers import AutoTokenizer
 
+    init_from_launcher()  # under torchrun: each rank caches its contiguous block of the examples
     records = read_jsonl(data, max_samples)
     teacher = load_teacher(teacher_path, "causal_lm").eval()
     vocab = int(teacher.config.vocab_size)
@@ -84,12 +94,14 @@ def cache_teacher(
     examples = encode_all(records, tokenizer, max_length)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     os.makedirs(output, exist_ok=True)
-    shards = []
-    for number, start in enumerate(range(0, len(examples), shard_size)):
-        name = f"shard-{number:05d}.safetensors"
-        tensors = _shard(teacher, examples[start : start + shard_size], pad, top_k, temperature, batch_size)
+    shards, block = [], rank_block(len(examples))
+    for number, start in enumerate(range(block.start, block.stop, shard_size)):
+        name = f"{rank_file_prefix('shard')}{number:05d}.safetensors"
+        part = examples[start : min(start + shard_size, block.stop)]
+        tensors = _shard(teacher, part, pad, top_k, temperature, batch_size)
         save_file(tensors, os.path.join(output, name))
         shards.append(name)
+    shards = gather_in_rank_order(shards)  # cache.json lists every rank's shards, in example order
     meta = {
         "format": FORMAT,
         "teacher": teacher_path,
@@ -101,8 +113,9 @@ def cache_teacher(
         "num_examples": len(examples),
         "shards": shards,
     }
-    with open(os.path.join(output, META_NAME), "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=2)
+    if is_main_process():
+        with open(os.path.join(output, META_NAME), "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=2)
     return meta
 
 

@@ -25,6 +25,7 @@ from fastkd.parallel import vocab_parallel_fused_linear_kd, vocab_parallel_kd_lo
 VOCAB = 13
 LEADING = (2, 3)
 SIZES = {2: (5, 8), 3: (6, 3, 4)}
+PAD = 4  # the -inf padding columns of the "pad" cases: all of rank 2's slice on 3 ranks
 PARAMS = {
     "jsd": {"beta": 0.3},
     "skew_kl": {"alpha": 0.2},
@@ -70,8 +71,11 @@ def cases(world: int) -> list[dict]:
                 out.append(dict(common, dtype="bfloat16", reduction="none", mask=True))
     for backend in backends:
         out.append(dict(divergence="jsd", backend=backend, dtype="float32", ignore_all=True, hard=0.5))
+        # -inf padding in the last PAD columns of both models (on 3 ranks: rank 2's whole slice)
+        out.append(dict(divergence="reverse_kl", backend=backend, dtype="float32", pad=True))
         if world > 2:
             continue
+        out.append(dict(divergence="skew_kl", backend=backend, dtype="float32", spread=40.0))  # gaps > 100
         out.append(dict(divergence="forward_kl", backend=backend, dtype="float32", reduction="sum", hard=1.0))
         out.append(dict(divergence="reverse_kl", backend=backend, dtype="float32", num_items=7))
     if world == 2 and os.environ.get("FASTKD_PARALLEL_TRITON", "1") == "1":
@@ -172,8 +176,11 @@ def run_sparse_case(case: dict, rank: int, world: int, counter: ByteCounter) -> 
 def full_inputs(case: dict) -> dict:
     gen = torch.Generator().manual_seed(case["seed"])
     dtype = getattr(torch, case["dtype"])
-    student = (3 * torch.randn(*LEADING, VOCAB, generator=gen)).to(dtype)
-    teacher = (3 * torch.randn(*LEADING, VOCAB, generator=gen)).to(dtype)
+    spread = case.get("spread", 3.0)
+    student = (spread * torch.randn(*LEADING, VOCAB, generator=gen)).to(dtype)
+    teacher = (spread * torch.randn(*LEADING, VOCAB, generator=gen)).to(dtype)
+    if case.get("pad"):
+        student[..., -PAD:] = teacher[..., -PAD:] = float("-inf")
     labels = torch.tensor([0, VOCAB - 1, -100, 5, 2, 7]).reshape(LEADING)  # on every rank of both layouts
     if case.get("ignore_all"):
         labels = torch.full(LEADING, -100)

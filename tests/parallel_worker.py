@@ -63,7 +63,7 @@ def cases(world: int) -> list[dict]:
         backends = backends[:1]
     out = []
     for divergence in PARALLEL_DIVERGENCES:
-        for backend in backends if divergence != "taid" else ["torch"]:
+        for backend in backends if divergence not in ("taid", "akl") else ["torch"]:
             hard = 0.0 if divergence == "taid" else 0.3
             common = dict(divergence=divergence, backend=backend)
             out.append(dict(common, dtype="float32", hard=hard, temperature=1.7))
@@ -71,6 +71,8 @@ def cases(world: int) -> list[dict]:
                 out.append(dict(common, dtype="bfloat16", reduction="none", mask=True))
     for backend in backends:
         out.append(dict(divergence="jsd", backend=backend, dtype="float32", ignore_all=True, hard=0.5))
+        # akl's distributed threshold search: teacher ties that straddle the slices, another μ
+        out.append(dict(divergence="akl", backend="torch", dtype="float32", ties=True, mu=0.3, hard=0.2))
         # -inf padding in the last PAD columns of both models (on 3 ranks: rank 2's whole slice)
         out.append(dict(divergence="reverse_kl", backend=backend, dtype="float32", pad=True))
         if world > 2:
@@ -179,6 +181,8 @@ def full_inputs(case: dict) -> dict:
     spread = case.get("spread", 3.0)
     student = (spread * torch.randn(*LEADING, VOCAB, generator=gen)).to(dtype)
     teacher = (spread * torch.randn(*LEADING, VOCAB, generator=gen)).to(dtype)
+    if case.get("ties"):  # few levels: the head's tie level holds tokens of several ranks
+        teacher = (teacher / 4).round() * 4
     if case.get("pad"):
         student[..., -PAD:] = teacher[..., -PAD:] = float("-inf")
     labels = torch.tensor([0, VOCAB - 1, -100, 5, 2, 7]).reshape(LEADING)  # on every rank of both layouts
@@ -191,6 +195,8 @@ def full_inputs(case: dict) -> dict:
 
 def loss_options(case: dict, x: dict) -> dict:
     options = dict(PARAMS.get(case["divergence"], {}))
+    if "mu" in case:
+        options["mu"] = case["mu"]
     options.update(labels=x["labels"], mask=x["mask"], temperature=case.get("temperature", 1.0))
     options.update(reduction=case.get("reduction", "mean"), backend=case["backend"])
     if case.get("num_items"):
@@ -231,8 +237,16 @@ def run_case(case: dict, rank: int, world: int, counter: ByteCounter) -> dict:
     sent = dict(calls=counter.calls, bytes=counter.bytes)
     loss.backward(x["grad_output"].expand_as(loss))
     sent["backward_calls"] = counter.calls - sent["calls"]
-    grad_slice = ref_grad[..., start : start + sizes[rank]]
-    return dict(case=case, **sent, rows=6, **errors(loss.detach(), shard.grad, ref_loss, grad_slice))
+    cut = slice(start, start + sizes[rank])
+    result = errors(loss.detach(), shard.grad, ref_loss, ref_grad[..., cut])
+    # fp64 (torch backend): how far each side is from the exact result, for the self-calibrating rule
+    exact = {
+        k: v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in x.items()
+    }
+    exact_loss, exact_grad = single_process(case, exact, dict(options, backend="torch"))
+    result["parallel_grad_err64"] = errors(loss, shard.grad, exact_loss, exact_grad[..., cut])["grad_err"]
+    result["single_grad_err64"] = errors(ref_loss, ref_grad, exact_loss, exact_grad)["grad_err"]
+    return dict(case=case, **sent, rows=6, **result)
 
 
 def _message(call: object) -> str:
@@ -244,13 +258,14 @@ def _message(call: object) -> str:
 
 
 def fault_cases(rank: int) -> dict:
-    """Rank 1 gives a wrong teacher shape (checked before any collective), every rank asks for akl
-    (refused), then rank 1 raises inside the loss after the layout exchange: every rank must see an
-    error each time, not hang (the last case on a group with a 2 s timeout)."""
+    """Rank 1 gives a wrong teacher shape (checked before any collective); every rank asks for akl
+    on the C++ backend (refused: its local work is PyTorch); then rank 1 raises inside the loss after
+    the layout exchange. Every rank must see an error each time, not hang (the last case runs on a
+    group with a 2 s timeout)."""
     student = torch.randn(4, 6, requires_grad=True)
     bad_teacher = torch.randn(4, 5 if rank == 1 else 6)
     checks = _message(lambda: vocab_parallel_kd_loss(student, bad_teacher, backend="torch"))
-    akl = _message(lambda: vocab_parallel_kd_loss(student, torch.randn(4, 6), "akl"))
+    akl = _message(lambda: vocab_parallel_kd_loss(student, torch.randn(4, 6), "akl", backend="cpu"))
     short = dist.new_group(backend="gloo", timeout=timedelta(seconds=2))
     if rank == 1:
         parallel_divergence._run_phase = _raising_phase

@@ -20,8 +20,14 @@ pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distribut
 # Relative to the largest reference entry: a sum-order difference in fp32, one bf16 rounding.
 GRAD_TOL = {"float32": 5e-6, "bfloat16": 2**-7}
 LOSS_TOL = 2e-6
+# Beyond GRAD_TOL, the self-calibrating rule against fp64: at most twice the single-process error plus
+# this (the global log-sum-exps travel as fp32: about one fp32 rounding of |logit| ~ 100).
+CALIBRATED_ATOL = 1e-5
 # Per row: at most 3 log-sum-exps through two all-reduces, a row sum and a loss term, in fp32.
 BYTES_PER_ROW = 8 * 4
+# akl also: the row maximum, its owner (int64), at most 9 search rounds of 16 fp32, the tie count
+# (int64, all-gathered), 5 row sums.
+AKL_BYTES_PER_ROW = 6 * 4 + 4 + 8 + 9 * 16 * 4 + 8 + 5 * 4
 
 
 def _free_port() -> int:
@@ -50,7 +56,9 @@ def test_losses_and_gradients_equal_single_process(run):
         for result in rank["results"]:
             case = result["case"]
             assert result["loss_err"] <= LOSS_TOL, _label(case)
-            assert result["grad_err"] <= GRAD_TOL[case["dtype"]], _label(case)
+            if result["grad_err"] > GRAD_TOL[case["dtype"]]:  # then no worse than single-process vs fp64
+                calibrated = 2 * result["single_grad_err64"] + CALIBRATED_ATOL
+                assert result["parallel_grad_err64"] <= calibrated, _label(case)
 
 
 def test_every_divergence_backend_and_option_is_covered(run):
@@ -80,9 +88,12 @@ def test_communication_is_per_row_and_backward_has_none(run):
     for rank in ranks:
         for result in rank["results"]:
             layout_bytes = 3 * 8  # one all-gather of (V_r, rows, ok) as int64
-            allowed = layout_bytes + BYTES_PER_ROW * result["rows"] + result.get("hidden_bytes", 0)
+            akl = result["case"]["divergence"] == "akl"
+            per_row = AKL_BYTES_PER_ROW if akl else BYTES_PER_ROW
+            allowed = layout_bytes + per_row * result["rows"] + result.get("hidden_bytes", 0)
             assert result["bytes"] <= allowed, _label(result["case"])
-            assert result["calls"] <= 6 and result["backward_calls"] == 0, _label(result["case"])
+            assert result["calls"] <= (16 if akl else 6), _label(result["case"])
+            assert result["backward_calls"] == 0, _label(result["case"])
 
 
 def test_a_failing_rank_raises_on_every_rank(run):
@@ -91,7 +102,7 @@ def test_a_failing_rank_raises_on_every_rank(run):
     for rank in (0, *range(2, world)):
         assert "failed its input checks on rank(s) [1]" in ranks[rank]["faults"]["checks"]
     for rank in ranks:
-        assert "'akl' has no vocabulary-parallel version; supported: ['forward_kl'" in rank["faults"]["akl"]
+        assert "backend 'cpu' has no kernels for this loss" in rank["faults"]["akl"]
     assert "injected failure inside the loss" in ranks[1]["faults"]["inside"]
     for rank in (0, *range(2, world)):
         assert ranks[rank]["faults"]["inside"].startswith("RuntimeError"), ranks[rank]["faults"]

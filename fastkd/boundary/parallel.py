@@ -19,8 +19,8 @@ STATS, ROW_SUM, GRAD = 1, 2, 3
 
 # The divergences whose row sum c = Σ q·h is the constant −1 (no ROW_SUM phase, no collective for it).
 CONSTANT_ROW_SUM: tuple[str, ...] = ("forward_kl", "soft_cross_entropy")
-# Every divergence with vocabulary-parallel phases; akl's head threshold is not a row statistic.
-PARALLEL_DIVERGENCES: tuple[str, ...] = (*(d for d in DIVERGENCES if d != "akl"), "taid")
+# Every divergence with a vocabulary-parallel version (akl's threshold search is distributed too).
+PARALLEL_DIVERGENCES: tuple[str, ...] = (*DIVERGENCES, "taid")
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,10 @@ class ShardCall:
     backend: str
 
     def loss_rows(self, student: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        if self.options.divergence == "akl":
+            from fastkd.parallel.akl import akl_loss_rows
+
+            return akl_loss_rows(self, student, grad)
         return shard_loss_rows(self, student, grad)
 
     def reduce(self, loss_rows: torch.Tensor) -> torch.Tensor:

@@ -47,7 +47,7 @@ def _checked_options(divergence: object, t: object, options: dict) -> Divergence
     if divergence not in PARALLEL_DIVERGENCES:
         raise ValueError(
             f"divergence {divergence!r} has no vocabulary-parallel version; supported: "
-            f"{list(PARALLEL_DIVERGENCES)} (akl's head threshold needs the sorted full row)"
+            f"{list(PARALLEL_DIVERGENCES)}"
         )
     if divergence != "taid":
         if t is not None:
@@ -90,8 +90,9 @@ def vocab_parallel_kd_loss(
 
     ``divergence``: forward_kl, soft_cross_entropy, reverse_kl, jsd (``beta``), skew_kl /
     skew_reverse_kl (``alpha``), tvd, or ``"taid"`` (with its weight ``t``, as
-    :func:`fastkd.losses.taid`); akl is refused (its head threshold is not a row statistic). Options as
-    for ``kd_loss``: ``labels`` hold global vocabulary ids (the label's logit lives on one rank),
+    :func:`fastkd.losses.taid`); akl (``mu``) runs its head-threshold search over the ranks, with
+    PyTorch for the local work (about 14 collectives of O(rows) data, see :mod:`fastkd.parallel.akl`).
+    Options as for ``kd_loss``: ``labels`` hold global vocabulary ids (the label's logit lives on one rank),
     ``labels``, ``mask`` and ``num_items_in_batch`` are the same on every rank. ``backend``: auto, cpu
     (C++), triton or torch. Communication per call: 3-4 all-reduces, at most 8 fp32 per row in all,
     and one all-gather of 3 int64 per rank; none in backward. An input error on one rank raises on every rank.
@@ -104,7 +105,7 @@ def vocab_parallel_kd_loss(
         flat = prepare(student_logits_shard, teacher_logits_shard, local, labels, mask, num_items_in_batch)
         if options.needs_labels and flat.labels is None:
             raise ValueError(f"hard_label_weight={hard_label_weight} needs labels, got labels=None")
-        fused = ("triton",) if divergence == "taid" else ("triton", "cpu")
+        fused = {"taid": ("triton",), "akl": ()}.get(divergence, ("triton", "cpu"))
         name = resolve(backend, flat.student, fused=fused)
         weight = interpolation_weight(t, flat.student) if divergence == "taid" else None
         return options, flat, name, weight

@@ -21,7 +21,7 @@ from fastkd.boundary.parallel import ShardLayout
 from fastkd.ops.fused_linear import Projection, _outputs
 from fastkd.ops.rescale import rescale_
 from fastkd.parallel.comm import all_reduce_sum_
-from fastkd.parallel.divergence import ShardCall, shard_loss_rows
+from fastkd.parallel.divergence import ShardCall
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def _chunk(call: FusedShardCall, student: Projection, teacher: Projection, rows:
     )
     labels = None if call.labels is None else call.labels.index_select(0, rows)
     shard = ShardCall(flat, labels, call.options.loss, call.t, call.layout, call.group, call.backend)
-    loss.index_copy_(0, rows, shard_loss_rows(shard, z, z))
+    loss.index_copy_(0, rows, shard.loss_rows(z, z))
     if chain is not None:
         z.mul_(chain)
     student.backward(rows, h, z, tuple(grads))

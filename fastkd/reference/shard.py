@@ -29,7 +29,7 @@ def _slice_terms(lp: torch.Tensor, lq: torch.Tensor, divergence: str, param: flo
     return terms.detach(), g
 
 
-def _hard_label_grad(z: torch.Tensor, lse_z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def hard_label_grad(z: torch.Tensor, lse_z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """softmax(z) of the global row minus the one-hot of the slice-local label (none when out of range)."""
     here = (labels >= 0) & (labels < z.shape[-1])
     index = labels.clamp(0, z.shape[-1] - 1)[:, None]
@@ -68,7 +68,7 @@ def divergence_shard_torch(
     c = -1.0 if divergence in CONSTANT_ROW_SUM else stats[:, 3:].to(dtype)
     out = (g - lq.exp() * c) / temperature
     if hard_label_weight > 0:
-        hard = _hard_label_grad(z, stats[:, 2].to(dtype), labels)
+        hard = hard_label_grad(z, stats[:, 2].to(dtype), labels)
         out = (1.0 - hard_label_weight) * out + hard_label_weight * hard
     grad.copy_(torch.where(valid[:, None], out * scale, 0.0))
     return torch.where(valid, terms, 0.0).to(torch.float32)

@@ -141,15 +141,19 @@ def run_fused_case(case: dict, rank: int, world: int, counter: ByteCounter) -> d
 
 
 def sparse_cases(world: int) -> list[dict]:
-    """Top-k teacher: renormalised, with the rest bucket (bf16, mask, per-token loss), and k = V."""
+    """Top-k teacher: renormalised, with the rest bucket (bf16, mask, per-token loss; also through
+    the Triton kernel's sliced entry), and k = V."""
     out = [dict(k=4, renormalize=True, temperature=1.5, dtype="float32")]
     if world == 2:
         out.append(dict(k=5, renormalize=False, reduction="none", mask=True, dtype="bfloat16"))
         out.append(dict(k=VOCAB, renormalize=False, reduction="sum", dtype="float32"))
-    return [
+    out = [
         dict(case, seed=200 + i, sparse=True, divergence="sparse_kl", backend="torch")
         for i, case in enumerate(out)
     ]
+    if world == 2 and os.environ.get("FASTKD_PARALLEL_TRITON", "1") == "1":  # the kernel's sliced entry
+        out.append(dict(out[1], seed=210, backend="triton", dtype="float32"))
+    return out
 
 
 def run_sparse_case(case: dict, rank: int, world: int, counter: ByteCounter) -> dict:
@@ -159,9 +163,8 @@ def run_sparse_case(case: dict, rank: int, world: int, counter: ByteCounter) -> 
     logprobs[0, 0, -1] = float("-inf")  # a padding slot
     options = loss_options(case, x)
     options.update(renormalize=case["renormalize"])
-    options.pop("backend")
     z = x["student"].clone().requires_grad_()
-    ref = L.sparse_kl(z, indices, logprobs, backend="torch", **options)
+    ref = L.sparse_kl(z, indices, logprobs, **options)
     ref.backward(x["grad_output"].expand_as(ref))
     cut = slice(sum(SIZES[world][:rank]), sum(SIZES[world][: rank + 1]))
     shard = x["student"][..., cut].clone().requires_grad_()

@@ -24,6 +24,7 @@ import torch
 
 from fastkd.boundary.options import DIVERGENCES
 from fastkd.ops.divergence import launch_policy, mixture_log_weights, row_losses
+from fastkd.ops.sparse import launch_policy as sparse_launch_policy
 
 DEVICES = ("cuda", "cpu")  # the Triton ops run on CPU tensors under the Triton interpreter
 
@@ -159,5 +160,59 @@ def taid_shard_fwd(
     return loss
 
 
-for _op in (divergence_shard_cpu, divergence_shard_fwd, taid_shard_fwd):
+@torch.library.custom_op("fastkd::sparse_kl_shard_fwd", mutates_args=("grad", "stats"), device_types=DEVICES)
+def sparse_kl_shard_fwd(
+    student: torch.Tensor,
+    indices: torch.Tensor,
+    logprobs: torch.Tensor,
+    rest: torch.Tensor,
+    valid: torch.Tensor,
+    scale: torch.Tensor,
+    grad: torch.Tensor,
+    stats: torch.Tensor,
+    rest_bucket: bool,
+    temperature: float,
+    phase: int,
+) -> torch.Tensor:
+    """One vocabulary-parallel ``phase`` (STATS or GRAD) of the Triton sparse-KL kernel on a slice.
+
+    ``indices``: int64 [N, k] slice-local ids (global id − the slice's offset; ascending per row when
+    ``rest_bucket``), ``logprobs`` fp32 [N, k], ``rest`` fp32 [N] (the teacher's log rest mass).
+    STATS writes the slice's log-sum-exps of b (all columns; outside the support) into ``stats``
+    columns 0, 1; GRAD reads the global ones there, writes the slice's gradient and returns its
+    −Σ p̃_k b_k over the slots it holds.
+    """
+    from fastkd.kernels.sparse import sparse_kl_shard_kernel
+
+    rows, vocab = student.shape
+    k = indices.shape[1]
+    loss = row_losses(student).zero_()
+    if rows == 0:
+        return loss
+    config = sparse_launch_policy(vocab, k)
+    sparse_kl_shard_kernel[(rows,)](
+        student,
+        indices,
+        logprobs,
+        rest,
+        grad,
+        loss,
+        stats,
+        valid.view(torch.uint8),
+        scale,
+        student.stride(0),
+        grad.stride(0),
+        vocab,
+        k,
+        1.0 / temperature,
+        REST=rest_bucket,
+        PHASE=phase,
+        BLOCK=config.block,
+        K_BLOCK=config.k_block,
+        num_warps=config.warps,
+    )
+    return loss
+
+
+for _op in (divergence_shard_cpu, divergence_shard_fwd, taid_shard_fwd, sparse_kl_shard_fwd):
     _op.register_fake(row_losses)

@@ -207,6 +207,7 @@ def vocab_parallel_sparse_kl(
     temperature: float = 1.0,
     reduction: str = "mean",
     num_items_in_batch: int | torch.Tensor | None = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """:func:`fastkd.losses.sparse_kl` with the student's logits split over the vocabulary.
 
@@ -214,19 +215,21 @@ def vocab_parallel_sparse_kl(
     allowed); ``teacher_topk_indices`` [..., k] hold global vocabulary ids and, with the log-probs,
     labels and mask, are the same on every rank. Returns the full-vocabulary loss on every rank;
     backward gives the gradient of the local slice. Communication per call: one all-gather of 3 int64
-    per rank, three all-reduces of at most 2 fp32 per row; none in backward.
+    per rank, three all-reduces of at most 2 fp32 per row; none in backward. ``backend``: auto,
+    triton (the sparse kernel's sliced entry) or torch.
     """
 
-    def checks() -> SparseOptions:
-        _check_logits("student_logits", student_logits_shard)
-        return SparseOptions(renormalize, temperature, reduction, ignore_index)
+    def checks() -> tuple:
+        student = _check_logits("student_logits", student_logits_shard)
+        options = SparseOptions(renormalize, temperature, reduction, ignore_index)
+        return options, resolve(backend, student, fused=("triton",))
 
     rows, local_vocab, device = _extent(student_logits_shard)
-    options, layout = agree_on_layout(checks, local_vocab, rows, group, device)
+    (options, name), layout = agree_on_layout(checks, local_vocab, rows, group, device)
     # The teacher is checked against the global vocabulary: a stand-in of the full logits' shape.
     like = torch.empty((), device=device).expand(*student_logits_shard.shape[:-1], layout.vocab)
     flat = prepare_sparse(
         like, teacher_topk_indices, teacher_topk_logprobs, options, labels, mask, num_items_in_batch
     )
     flat = replace(flat, student=student_logits_shard.reshape(-1, local_vocab))
-    return VocabParallelFunction.apply(flat.student, SparseShardCall(flat, options, layout, group))
+    return VocabParallelFunction.apply(flat.student, SparseShardCall(flat, options, layout, group, name))

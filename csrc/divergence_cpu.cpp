@@ -3,7 +3,8 @@
 // Per valid row of V logits a thread converts teacher and student to fp32 row buffers (reads 2·V
 // input elements once), then works on those buffers while they sit in its L2 cache: the statistics
 // pass (exp of both rows), the terms pass (loss, h = q·∂ℓ/∂q and c = Σ h), AKL's head search, and
-// the gradient pass, which writes V elements in the student's dtype. Scratch is six V-length fp32
+// the gradient pass, which writes V elements in the student's dtype (nothing without ``grad``: the
+// loss-only evaluation pass). Scratch is six V-length fp32
 // buffers (and one int32 for AKL) per thread, so memory beyond the gradient is O(threads·V), never
 // [N, V]. A row's result does not depend on the thread that computes it or on the thread count.
 //
@@ -99,9 +100,12 @@ Storer storer(at::ScalarType dtype) {
   return by_dtype<Storer>(dtype, store_row<float>, store_row<c10::BFloat16>, store_row<c10::Half>);
 }
 
-// Loss and, in row.h, the unscaled-by-T soft gradient (h − q·c); AKL mixes its two KLs.
+// Loss and, in row.h, the unscaled-by-T soft gradient (h − q·c); AKL mixes its two KLs. ``infinite``
+// says the loss is +inf because the teacher is −inf where the student has mass (reverse KL, skew
+// reverse KL at α = 0, AKL's reverse part when its weight is > 0): that row gets a zero gradient.
 template <int DIV>
-FASTKD_CLONES float soft_part(const Row& row, int64_t n, const RowStats& st, const Call& call, float max_a) {
+FASTKD_CLONES float soft_part(const Row& row, int64_t n, const RowStats& st, const Call& call, float max_a,
+                              bool* infinite) {
   float c = 0.0f;
   const float loss = terms_pass<DIV>(row.a, row.b, row.p, row.q, row.h, n, st, call.rp, &c);
   if constexpr (DIV == AKL) {
@@ -111,11 +115,14 @@ FASTKD_CLONES float soft_part(const Row& row, int64_t n, const RowStats& st, con
     const float total = std::max(g_head + g_tail, 1e-8f);
     const float w_head = g_head / total, w_tail = g_tail / total;
     const float rkl = c;
+    const bool tail = w_tail > 0.0f;  // a weight-0 reverse part drops out, even where it is +inf
+    *infinite = tail && rkl == kPosInf;
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
-      row.h[i] = w_head * (row.q[i] - row.p[i]) + w_tail * (row.h[i] - row.q[i] * rkl);
+      const float tail_grad = tail ? w_tail * (row.h[i] - row.q[i] * rkl) : 0.0f;
+      row.h[i] = w_head * (row.q[i] - row.p[i]) + tail_grad;
     }
-    return w_head * loss + w_tail * rkl;
+    return w_head * loss + (tail ? w_tail * rkl : 0.0f);
   } else {
     if constexpr (DIV == FORWARD_KL || DIV == SOFT_CE) {
       c = -1.0f;
@@ -123,61 +130,83 @@ FASTKD_CLONES float soft_part(const Row& row, int64_t n, const RowStats& st, con
       if (call.phase == kRowSum) *st.c_io = c;
       c = *st.c_io;
     }
+    *infinite = c == kPosInf;
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) row.h[i] = row.h[i] - row.q[i] * c;
     return loss;
   }
 }
 
-float dispatch_soft(const Row& row, int64_t n, const RowStats& st, const Call& call, float max_a) {
+float dispatch_soft(const Row& row, int64_t n, const RowStats& st, const Call& call, float max_a,
+                    bool* infinite) {
   switch (call.div) {
     case FORWARD_KL:
-      return soft_part<FORWARD_KL>(row, n, st, call, max_a);
+      return soft_part<FORWARD_KL>(row, n, st, call, max_a, infinite);
     case SOFT_CE:
-      return soft_part<SOFT_CE>(row, n, st, call, max_a);
+      return soft_part<SOFT_CE>(row, n, st, call, max_a, infinite);
     case REVERSE_KL:
-      return soft_part<REVERSE_KL>(row, n, st, call, max_a);
+      return soft_part<REVERSE_KL>(row, n, st, call, max_a, infinite);
     case JSD:
-      return soft_part<JSD>(row, n, st, call, max_a);
+      return soft_part<JSD>(row, n, st, call, max_a, infinite);
     case SKEW_KL:
-      return soft_part<SKEW_KL>(row, n, st, call, max_a);
+      return soft_part<SKEW_KL>(row, n, st, call, max_a, infinite);
     case SKEW_REVERSE_KL:
-      return soft_part<SKEW_REVERSE_KL>(row, n, st, call, max_a);
+      return soft_part<SKEW_REVERSE_KL>(row, n, st, call, max_a, infinite);
     case TVD:
-      return soft_part<TVD>(row, n, st, call, max_a);
+      return soft_part<TVD>(row, n, st, call, max_a, infinite);
     default:
-      return soft_part<AKL>(row, n, st, call, max_a);
+      return soft_part<AKL>(row, n, st, call, max_a, infinite);
   }
 }
 
 // Vocabulary-parallel: the normaliser that turns the slice's e = exp(x − shift) (exp_shifted) into
 // probabilities of the global row, exp(shift − lse) with lse the global log-sum-exp.
-FASTKD_INLINE float global_inv_sum(float max, float lse) { return std::exp((max == kNegInf ? 0.0f : max) - lse); }
+FASTKD_INLINE float global_inv_sum(float max, float lse) {
+  return std::exp((max == kNegInf ? 0.0f : max) - lse);
+}
 
-// One valid row: returns its loss and leaves the scaled fp32 gradient in row.h. With ``stats`` (a
-// vocabulary-parallel phase, see Phase) the row is a slice: it reads / writes that row's statistics.
+// Vocabulary-parallel: kStats stores the slice's log-sum-exps (a slice may be all −inf: padding) and
+// returns true; the other phases put the global ones into ``st`` (and point it at the row's c).
+FASTKD_INLINE bool slice_stats(const Row& row, int64_t n, const Call& call, float max_a, float max_b,
+                               float* stats, RowStats& st) {
+  if (call.phase == kStats) {
+    float unused;
+    stats[0] = st.lse_a;
+    stats[1] = st.lse_b;
+    stats[2] = call.hard ? exp_shifted(row.z, max_of(row.z, n), row.z, n, &unused) : 0.0f;
+    return true;
+  }
+  st.inv_sum_a = global_inv_sum(max_a, stats[0]);
+  st.inv_sum_b = global_inv_sum(max_b, stats[1]);
+  st.lse_a = stats[0];
+  st.lse_b = stats[1];
+  st.c_io = stats + 3;
+  return false;
+}
+
+// One valid row: returns its loss and leaves the scaled fp32 gradient in row.h. A row with NaN or
+// +inf in either input, or −inf everywhere, has a non-finite log-sum-exp (NaN reaches the sum, and
+// inf − inf is NaN): its loss and gradient are NaN. A +inf divergence gives a zero gradient.
+// With ``stats`` (a vocabulary-parallel phase, see Phase) the row is a slice and the checks apply
+// to the global statistics.
 FASTKD_CLONES float valid_row(const Row& row, int64_t n, const Call& call, float max_a, float max_b,
                               int64_t label, float* stats) {
   RowStats st;
   st.lse_a = exp_shifted(row.a, max_a, row.p, n, &st.inv_sum_a);
   st.lse_b = exp_shifted(row.b, max_b, row.q, n, &st.inv_sum_b);
   const bool here = stats == nullptr || (label >= 0 && label < n);  // the label's logit is in this row
-  if (stats != nullptr) {
-    if (call.phase == kStats) {
-      float unused;
-      stats[0] = st.lse_a;
-      stats[1] = st.lse_b;
-      stats[2] = call.hard ? exp_shifted(row.z, max_of(row.z, n), row.z, n, &unused) : 0.0f;
-      return 0.0f;
-    }
-    st.inv_sum_a = global_inv_sum(max_a, stats[0]);
-    st.inv_sum_b = global_inv_sum(max_b, stats[1]);
-    st.lse_a = stats[0];
-    st.lse_b = stats[1];
-    st.c_io = stats + 3;
+  if (stats != nullptr && slice_stats(row, n, call, max_a, max_b, stats, st)) return 0.0f;
+  if (!(std::fabs(st.lse_a) < kPosInf && std::fabs(st.lse_b) < kPosInf)) {
+    std::fill(row.h, row.h + n, kNaN);
+    return kNaN;
   }
-  const float soft = dispatch_soft(row, n, st, call, max_a);
+  bool infinite = false;
+  const float soft = dispatch_soft(row, n, st, call, max_a, &infinite);
   if (call.phase == kRowSum) return soft;
+  if (infinite) {
+    std::fill(row.h, row.h + n, 0.0f);
+    return kPosInf;
+  }
   const float k_soft = call.inv_t * call.scale * (call.hard ? 1.0f - call.hard_w : 1.0f);
   if (!call.hard) {
 #pragma omp simd
@@ -200,14 +229,16 @@ FASTKD_CLONES float valid_row(const Row& row, int64_t n, const Call& call, float
 
 at::Tensor divergence_fwd_cpu(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& valid,
                               const std::optional<at::Tensor>& labels, const at::Tensor& scale,
-                              at::Tensor& grad, int64_t divergence, double param, double temperature,
-                              double hard_label_weight, double lw1, double lw2, int64_t phase,
-                              const std::optional<at::Tensor>& stats) {
-  TORCH_CHECK(student.dim() == 2 && teacher.sizes() == student.sizes() && grad.sizes() == student.sizes(),
+                              const std::optional<at::Tensor>& grad, int64_t divergence, double param,
+                              double temperature, double hard_label_weight, double lw1, double lw2,
+                              int64_t phase, const std::optional<at::Tensor>& stats) {
+  const bool write = grad.has_value();
+  TORCH_CHECK(student.dim() == 2 && teacher.sizes() == student.sizes() &&
+                  (!write || grad->sizes() == student.sizes()),
               "student, teacher and grad must be [N, V] of one shape");
-  TORCH_CHECK(student.stride(1) == 1 && teacher.stride(1) == 1 && grad.stride(1) == 1,
+  TORCH_CHECK(student.stride(1) == 1 && teacher.stride(1) == 1 && (!write || grad->stride(1) == 1),
               "student, teacher and grad need unit stride along V");
-  TORCH_CHECK(grad.scalar_type() == student.scalar_type(), "grad must have the student's dtype");
+  TORCH_CHECK(!write || grad->scalar_type() == student.scalar_type(), "grad must have the student's dtype");
   TORCH_CHECK(valid.scalar_type() == at::kBool && valid.is_contiguous() && valid.numel() == student.size(0),
               "valid must be a contiguous bool [N] tensor");
   TORCH_CHECK(divergence >= FORWARD_KL && divergence <= AKL, "unknown divergence index ", divergence);
@@ -231,7 +262,7 @@ at::Tensor divergence_fwd_cpu(const at::Tensor& student, const at::Tensor& teach
                   hard,
                   static_cast<int>(phase)};
   const Loader load_s = loader(student.scalar_type()), load_t = loader(teacher.scalar_type());
-  const Storer store_g = storer(grad.scalar_type());
+  const Storer store_g = storer(student.scalar_type());
   const int threads = static_cast<int>(std::min<int64_t>(std::max(at::get_num_threads(), 1), rows));
   auto scratch = at::empty({threads, kBuffers * n}, student.options().dtype(at::kFloat));
   auto order = at::empty({divergence == AKL ? threads : 0, n}, student.options().dtype(at::kInt));
@@ -241,10 +272,10 @@ at::Tensor divergence_fwd_cpu(const at::Tensor& student, const at::Tensor& teach
   float* stats_ptr = sliced ? stats->data_ptr<float>() : nullptr;
   const auto* s_base = static_cast<const char*>(student.data_ptr());
   const auto* t_base = static_cast<const char*>(teacher.data_ptr());
-  auto* g_base = static_cast<char*>(grad.data_ptr());
+  auto* g_base = write ? static_cast<char*>(grad->data_ptr()) : nullptr;
   const int64_t s_step = student.stride(0) * student.element_size();
   const int64_t t_step = teacher.stride(0) * teacher.element_size();
-  const int64_t g_step = grad.stride(0) * grad.element_size();
+  const int64_t g_step = write ? grad->stride(0) * grad->element_size() : 0;
   const int64_t chunk = std::max<int64_t>(1, 8192 / n);
 #pragma omp parallel num_threads(threads)
   {
@@ -260,10 +291,10 @@ at::Tensor divergence_fwd_cpu(const at::Tensor& student, const at::Tensor& teach
         if (hard) load_s(s_base + r * s_step, n, 1.0f, row.z);
         loss_ptr[r] = valid_row(row, n, call, max_a, max_b, hard ? label_ptr[r] : 0,
                                 sliced ? stats_ptr + 4 * r : nullptr);
-      } else {
+      } else if (write) {
         std::fill(row.h, row.h + n, 0.0f);
       }
-      if (phase == kFull || phase == kGrad) store_g(row.h, n, g_base + r * g_step);
+      if (write && (phase == kFull || phase == kGrad)) store_g(row.h, n, g_base + r * g_step);
     }
   }
   return loss;

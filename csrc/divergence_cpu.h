@@ -7,7 +7,8 @@
 
 namespace fastkd {
 
-// Per-token loss [N] (fp32, unscaled, 0 at invalid rows); writes scale·∂loss/∂student into grad.
+// Per-token loss [N] (fp32, unscaled, 0 at invalid rows); writes scale·∂loss/∂student into grad
+// (when given: without it the call only evaluates the loss).
 // ``divergence`` indexes fastkd.options.DIVERGENCES; ``lw1``, ``lw2`` are the logs of the mixture
 // weights (teacher, student) of jsd and the skew KLs. ``grad`` may alias ``student``.
 // ``phase`` 0 is the single-process loss; 1-3 are the vocabulary-parallel phases of fastkd.parallel
@@ -15,8 +16,8 @@ namespace fastkd {
 // (lse_a, lse_b, lse_z, c); see Phase in divergence_cpu.cpp.
 at::Tensor divergence_fwd_cpu(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& valid,
                               const std::optional<at::Tensor>& labels, const at::Tensor& scale,
-                              at::Tensor& grad, int64_t divergence, double param, double temperature,
-                              double hard_label_weight, double lw1, double lw2, int64_t phase = 0,
-                              const std::optional<at::Tensor>& stats = std::nullopt);
+                              const std::optional<at::Tensor>& grad, int64_t divergence, double param,
+                              double temperature, double hard_label_weight, double lw1, double lw2,
+                              int64_t phase = 0, const std::optional<at::Tensor>& stats = std::nullopt);
 
 }  // namespace fastkd

@@ -21,6 +21,8 @@
 namespace fastkd {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr float kPosInf = std::numeric_limits<float>::infinity();
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 FASTKD_INLINE float bits_to_float(std::int32_t bits) {
   float x;

@@ -3,13 +3,16 @@
 ``auto`` picks Triton for CUDA tensors (when Triton imports), the C++ kernels of ``fastkd._C`` for CPU
 tensors (when the extension is built) and the PyTorch reference otherwise. The CUDA kernels of the
 ``cuda`` backend are not built yet. The environment variable ``FASTKD_BACKEND`` may change what
-``auto`` means, never an explicit argument.
+``auto`` means, never an explicit argument. The first CPU call where ``auto`` falls back because the
+extension is not built warns once, with the reinstall command; :func:`backend_report` says what is
+built and usable here.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 
 import torch
 
@@ -42,10 +45,30 @@ def extension_available() -> bool:
     return _EXTENSION
 
 
-def _check_name(backend: object) -> str:
+def check_backend_name(backend: object) -> str:
+    """``backend`` itself when it names a backend, else a ValueError listing them."""
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
     return backend
+
+
+REINSTALL = "pip install --no-build-isolation -e ."
+_warned_fallback = False
+
+
+def _warn_cpu_fallback() -> None:
+    """Once per process: ``auto`` runs the PyTorch reference on CPU because fastkd._C is not built."""
+    global _warned_fallback
+    if _warned_fallback or torch.compiler.is_compiling():
+        return
+    _warned_fallback = True
+    warnings.warn(
+        "fastkd: the C++ extension fastkd._C is not built, so backend='auto' runs the PyTorch "
+        "reference on CPU (about 20x slower). A plain `pip install -e .` skips it (build isolation "
+        f"hides torch); reinstall with: {REINSTALL}",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def _auto(tensor: torch.Tensor, fused: tuple[str, ...]) -> str:
@@ -53,9 +76,41 @@ def _auto(tensor: torch.Tensor, fused: tuple[str, ...]) -> str:
         return "torch"
     if tensor.is_cuda and "triton" in fused and triton_available():
         return "triton"
-    if tensor.device.type == "cpu" and "cpu" in fused and extension_available():
-        return "cpu"
+    if tensor.device.type == "cpu" and "cpu" in fused:
+        if extension_available():
+            return "cpu"
+        _warn_cpu_fallback()
     return "torch"
+
+
+def backend_report() -> dict[str, object]:
+    """What is built and usable here, for ``fastkd info``: triton importable and interpreted, the C++
+    extension built (and the SIMD clone its row kernels run where the CPU is known), torch threads."""
+    return {
+        "torch": torch.__version__,
+        "triton_available": triton_available(),
+        "triton_interpreted": triton_interpreted(),
+        "cuda_available": torch.cuda.is_available(),
+        "extension_built": extension_available(),
+        "extension_simd": _simd_clone() if extension_available() else None,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "default_backend": os.environ.get(ENV_VARIABLE, "auto"),
+    }
+
+
+def _simd_clone() -> str:
+    """The target clone fastkd._C picks on this CPU: x86-64-v3 (AVX2 + FMA) where the CPU has both
+    (read from /proc/cpuinfo on Linux x86-64), else the baseline; "unknown" elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+    except OSError:
+        return "unknown"
+    if flags is None:
+        return "unknown"
+    return "x86-64-v3 (AVX2+FMA)" if {"avx2", "fma", "bmi2"} <= set(flags) else "x86-64 baseline"
 
 
 def _check_usable(backend: str, tensor: torch.Tensor) -> None:
@@ -93,9 +148,9 @@ def resolve(backend: object, tensor: torch.Tensor, fused: tuple[str, ...] = ("tr
     ``fused`` names the fused backends the calling loss has kernels for (every loss has ``torch``);
     ``auto`` and a ``FASTKD_BACKEND`` override choose among them, an explicit other name is an error.
     """
-    name = _check_name(backend)
+    name = check_backend_name(backend)
     if name == "auto":
-        override = _check_name(os.environ.get(ENV_VARIABLE, "auto"))
+        override = check_backend_name(os.environ.get(ENV_VARIABLE, "auto"))
         name = override if override in (*fused, "torch") else _auto(tensor, fused)
     elif name not in (*fused, "torch"):
         raise ValueError(

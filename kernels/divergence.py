@@ -14,6 +14,17 @@ One program handles one token row of V logits, in vocabulary tiles of BLOCK, wit
 
 Traffic per row: 2V reads + 2V reads + V writes for forward KL / soft CE / reverse KL; 2V more for the
 others. No [N, V] buffer other than the gradient exists; the per-row outputs are one fp32 loss.
+
+Without a gradient (WRITE_GRAD false: evaluation) nothing is written but the loss, and forward KL,
+soft CE and reverse KL take their value from pass A alone (online rescaled sums E_p[a − b], E_p[b],
+E_q[b − a]): one read of 2V.
+
+Non-finite rows (spec: shared/spec/losses.md, conventions): pass A's log-sum-exps are finite exactly
+when both rows are free of NaN and +inf (a NaN or an inf − inf reaches the sum) and not −inf
+everywhere, so one scalar test of lse_a and lse_b decides, with no extra pass: such a row gets loss
+NaN and a NaN gradient row. A row whose divergence is +inf because the teacher is −inf where the
+student has mass (reverse KL, skew reverse KL at α = 0, AKL's reverse part with weight > 0) gets loss
++inf and a zero gradient row.
 """
 
 import triton
@@ -29,6 +40,8 @@ TVD = tl.constexpr(6)
 AKL = tl.constexpr(7)
 
 NEG_INF = tl.constexpr(float("-inf"))
+POS_INF = tl.constexpr(float("inf"))
+NAN = tl.constexpr(float("nan"))
 SEARCH_WAYS = tl.constexpr(16)
 
 
@@ -38,6 +51,25 @@ def _online_lse(m, s, x):
     m_new = tl.maximum(m, tl.max(x, 0))
     m_safe = tl.where(m_new == NEG_INF, 0.0, m_new)
     return m_new, s * tl.exp(m - m_safe) + tl.sum(tl.exp(x - m_safe), 0)
+
+
+@triton.jit
+def _online_mean(m, s, acc, x, y):
+    """Fold tile x into (max, Σ exp(x − max), Σ exp(x − max)·y) with y's terms 0 where exp is 0."""
+    m_new = tl.maximum(m, tl.max(x, 0))
+    m_safe = tl.where(m_new == NEG_INF, 0.0, m_new)
+    w = tl.exp(x - m_safe)
+    rescale = tl.exp(m - m_safe)
+    return m_new, s * rescale + tl.sum(w, 0), acc * rescale + tl.sum(tl.where(w > 0, w * y, 0.0), 0)
+
+
+@triton.jit
+def _fill_row(g_row, V, value, BLOCK: tl.constexpr):
+    """Write ``value`` over the V gradient entries of a row (0 for an ignored row, NaN for a bad one)."""
+    for start in range(0, V, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        fill = tl.zeros((BLOCK,), tl.float32) + value
+        tl.store(g_row + cols, fill.to(g_row.dtype.element_ty), mask=cols < V)
 
 
 @triton.jit
@@ -67,33 +99,45 @@ def _ordered_key(x):
 
 
 @triton.jit
-def _row_stats(s_row, t_row, V, inv_t, DIV: tl.constexpr, HARD: tl.constexpr, BLOCK: tl.constexpr):
-    """Pass A: log-sum-exps of a and b (and raw z), reverse KL (online), the teacher's top-1 index."""
+def _row_stats(
+    s_row, t_row, V, inv_t, DIV: tl.constexpr, HARD: tl.constexpr, ONE_PASS: tl.constexpr, BLOCK: tl.constexpr
+):
+    """Pass A: log-sum-exps of a and b (and raw z), the teacher's top-1 index, and the expectation
+    that gives the value in this pass: E_q[b − a] for reverse KL (its gradient needs it too); with
+    ONE_PASS, E_p[a − b] for forward KL and E_p[b] for soft CE."""
     zero = tl.zeros((), tl.float32)
     low = tl.full((), NEG_INF, tl.float32)
     m_a, s_a, m_b, s_b, m_z, s_z = low, zero, low, zero, low, zero
-    rkl_acc, best, top1 = zero, low, tl.zeros((), tl.int32)
+    mean_acc, best, top1 = zero, low, tl.zeros((), tl.int32)
     for start in range(0, V, BLOCK):
         cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
         if DIV == REVERSE_KL:
-            m_new = tl.maximum(m_b, tl.max(b, 0))
-            m_safe = tl.where(m_new == NEG_INF, 0.0, m_new)
-            w = tl.exp(b - m_safe)
-            rkl_acc = rkl_acc * tl.exp(m_b - m_safe) + tl.sum(tl.where(w > 0, w * (b - a), 0.0), 0)
+            m_b, s_b, mean_acc = _online_mean(m_b, s_b, mean_acc, b, b - a)
+        else:
+            m_b, s_b = _online_lse(m_b, s_b, b)
+        if ONE_PASS and DIV == FORWARD_KL:
+            m_a, s_a, mean_acc = _online_mean(m_a, s_a, mean_acc, a, a - b)
+        elif ONE_PASS and DIV == SOFT_CE:
+            m_a, s_a, mean_acc = _online_mean(m_a, s_a, mean_acc, a, b)
+        else:
+            m_a, s_a = _online_lse(m_a, s_a, a)
         if DIV == AKL:
             tile_best = tl.max(a, 0)
             tile_arg = tl.argmax(a, 0)
             top1 = tl.where(tile_best > best, start + tile_arg, top1)
             best = tl.maximum(best, tile_best)
-        m_a, s_a = _online_lse(m_a, s_a, a)
-        m_b, s_b = _online_lse(m_b, s_b, b)
         if HARD:
             m_z, s_z = _online_lse(m_z, s_z, z)
     lse_a = m_a + tl.log(s_a)
     lse_b = m_b + tl.log(s_b)
     lse_z = m_z + tl.log(s_z)
-    rkl = rkl_acc / s_b - lse_b + lse_a
-    return lse_a, lse_b, lse_z, rkl, top1, best
+    if DIV == REVERSE_KL:
+        one_pass = mean_acc / s_b - lse_b + lse_a
+    elif DIV == FORWARD_KL:
+        one_pass = mean_acc / s_a - lse_a + lse_b
+    else:
+        one_pass = lse_b - mean_acc / s_a
+    return lse_a, lse_b, lse_z, one_pass, top1, best
 
 
 @triton.jit
@@ -150,7 +194,7 @@ def _terms(la, lb, param, lw1, lw2, DIV: tl.constexpr):
     elif DIV == SKEW_REVERSE_KL:
         lm = _log_mixture(lw1, la, lw2, lb)
         term = tl.where(q > 0, q * (lb - lm), 0.0)
-        qh = term - tl.where(q > 0, param * tl.exp(2.0 * lb - lm), 0.0)
+        qh = term - tl.where((q > 0) & (param > 0), param * tl.exp(2.0 * lb - lm), 0.0)  # α = 0: no 0·inf
     else:
         term = 0.5 * tl.abs(p - q)
         qh = 0.5 * q * tl.where(q > p, 1.0, tl.where(q < p, -1.0, 0.0))
@@ -159,22 +203,9 @@ def _terms(la, lb, param, lw1, lw2, DIV: tl.constexpr):
 
 @triton.jit
 def _row_reduction(
-    s_row,
-    t_row,
-    V,
-    inv_t,
-    lse_a,
-    lse_b,
-    param,
-    lw1,
-    lw2,
-    head_key,
-    head_mass,
-    tie_p,
-    top1,
-    DIV: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
+    s_row, t_row, V, inv_t, lse_a, lse_b, param, lw1, lw2, head_key, head_mass, tie_p, top1,
+    DIV: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
     """Pass B: c = Σ q·h; for AKL the head and tail gaps Σ|p − q| and reverse KL instead."""
     zero = tl.zeros((), tl.float32)
     c, g_head, g_tail, rkl = zero, zero, zero, zero
@@ -202,6 +233,36 @@ def _row_reduction(
 
 
 @triton.jit
+def _grad_pass(
+    s_row, t_row, g_row, V, inv_t, lse_a, lse_b, lse_z, param, lw1, lw2, c, w_head, w_tail, rkl, scale,
+    label, hard_w, zero_grad, DIV: tl.constexpr, HARD: tl.constexpr, WRITE_GRAD: tl.constexpr,
+    BLOCK: tl.constexpr,
+):  # fmt: skip
+    """Pass C: Σ of the loss terms and, if WRITE_GRAD, scale·∂ℓ/∂z (0 where ``zero_grad``)."""
+    soft = tl.zeros((), tl.float32)
+    for start in range(0, V, BLOCK):
+        cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
+        la = a - lse_a
+        lb = b - lse_b
+        term, qh, p, q = _terms(la, lb, param, lw1, lw2, DIV)
+        if DIV == AKL:
+            rev = tl.where(q > 0, q * (lb - la), 0.0)
+            term = w_head * term + tl.where(w_tail > 0, w_tail * rev, 0.0)
+            grad = w_head * (q - p) + tl.where(w_tail > 0, w_tail * (rev - q * rkl), 0.0)
+        else:
+            grad = qh - q * c
+        soft += tl.sum(term, 0)
+        if WRITE_GRAD:
+            grad = grad * inv_t
+            if HARD:
+                onehot = tl.where(cols == label, 1.0, 0.0)
+                grad = (1.0 - hard_w) * grad + hard_w * (tl.exp(z - lse_z) - onehot)
+            grad = tl.where(zero_grad, 0.0, grad * scale)
+            tl.store(g_row + cols, grad.to(g_row.dtype.element_ty), mask=inside)
+    return soft
+
+
+@triton.jit
 def divergence_kernel(
     s_ptr,
     t_ptr,
@@ -223,77 +284,68 @@ def divergence_kernel(
     HARD: tl.constexpr,
     BLOCK: tl.constexpr,
     SEARCH_BLOCK: tl.constexpr,
+    WRITE_GRAD: tl.constexpr = True,
 ):
-    """Per-token loss (fp32, unscaled) and the scaled gradient w.r.t. the student logits.
+    """Per-token loss (fp32, unscaled) and, if WRITE_GRAD, the scaled gradient w.r.t. the student.
 
     ``lw1, lw2`` are the logs of the mixture weights of (teacher, student) for jsd / skew KLs;
-    ``scale_ptr`` holds the reduction's factor (1/N_valid for a mean); ``hard_w`` the CE weight.
+    ``scale_ptr`` holds the gradient's factor (1/N_valid for a mean); ``hard_w`` the CE weight.
+    ``g_ptr`` is not touched without WRITE_GRAD (any pointer will do).
     """
     row = tl.program_id(0).to(tl.int64)
     s_row = s_ptr + row * s_stride
     t_row = t_ptr + row * t_stride
     g_row = g_ptr + row * g_stride
     loss = tl.zeros((), tl.float32)
+    fill = tl.zeros((), tl.float32)
     if tl.load(valid_ptr + row) != 0:
-        lse_a, lse_b, lse_z, rkl, top1, best = _row_stats(s_row, t_row, V, inv_t, DIV, HARD, BLOCK)
-        head_key = tl.zeros((), tl.int64)
-        head_mass = tl.zeros((), tl.float32)
-        tie_p = tl.zeros((), tl.float32)
-        if DIV == AKL:
-            head_key, head_mass, tie_p = _akl_threshold(t_row, V, inv_t, lse_a, best, param, SEARCH_BLOCK)
-        c = tl.zeros((), tl.float32) - 1.0
-        if DIV == REVERSE_KL:
-            c = rkl
-        if DIV >= JSD:
-            c, g_head, g_tail, rkl = _row_reduction(
-                s_row,
-                t_row,
-                V,
-                inv_t,
-                lse_a,
-                lse_b,
-                param,
-                lw1,
-                lw2,
-                head_key,
-                head_mass,
-                tie_p,
-                top1,
-                DIV,
-                BLOCK,
-            )
-            w_head = g_head / tl.maximum(g_head + g_tail, 1e-8)
-            w_tail = g_tail / tl.maximum(g_head + g_tail, 1e-8)
-        scale = tl.load(scale_ptr)
-        soft = tl.zeros((), tl.float32)
-        if HARD:
+        one = (not WRITE_GRAD) and (DIV <= REVERSE_KL)
+        lse_a, lse_b, lse_z, one_pass, top1, best = _row_stats(s_row, t_row, V, inv_t, DIV, HARD, one, BLOCK)
+        label = tl.zeros((), tl.int64)
+        z_label = tl.zeros((), tl.float32)
+        if HARD:  # z_label before pass C, which may write the gradient over the student (in place)
             label = tl.load(labels_ptr + row)
             z_label = tl.load(s_row + label).to(tl.float32)
-            soft_w = 1.0 - hard_w
-        for start in range(0, V, BLOCK):
-            cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
-            la = a - lse_a
-            lb = b - lse_b
-            term, qh, p, q = _terms(la, lb, param, lw1, lw2, DIV)
+        if (tl.abs(lse_a) < POS_INF) & (tl.abs(lse_b) < POS_INF):
+            c = tl.zeros((), tl.float32) - 1.0
+            w_head, w_tail, rkl = c, c, c
+            if DIV == REVERSE_KL:
+                c = one_pass
+            if DIV >= JSD:
+                head_key = tl.zeros((), tl.int64)
+                head_mass = tl.zeros((), tl.float32)
+                tie_p = tl.zeros((), tl.float32)
+                if DIV == AKL:
+                    head_key, head_mass, tie_p = _akl_threshold(
+                        t_row, V, inv_t, lse_a, best, param, SEARCH_BLOCK
+                    )
+                c, g_head, g_tail, rkl = _row_reduction(
+                    s_row, t_row, V, inv_t, lse_a, lse_b, param, lw1, lw2, head_key, head_mass, tie_p,
+                    top1, DIV, BLOCK,
+                )  # fmt: skip
+                w_head = g_head / tl.maximum(g_head + g_tail, 1e-8)
+                w_tail = g_tail / tl.maximum(g_head + g_tail, 1e-8)
+            infinite = c == POS_INF
             if DIV == AKL:
-                rev = tl.where(q > 0, q * (lb - la), 0.0)
-                term = w_head * term + w_tail * rev
-                grad = w_head * (q - p) + w_tail * (rev - q * rkl)
+                infinite = (w_tail > 0) & (rkl == POS_INF)
+            if one:
+                soft = one_pass
             else:
-                grad = qh - q * c
-            grad = grad * inv_t
-            soft += tl.sum(term, 0)
+                soft = _grad_pass(
+                    s_row, t_row, g_row, V, inv_t, lse_a, lse_b, lse_z, param, lw1, lw2, c, w_head, w_tail,
+                    rkl, tl.load(scale_ptr), label, hard_w, infinite, DIV, HARD, WRITE_GRAD, BLOCK,
+                )  # fmt: skip
+            loss = soft
             if HARD:
-                onehot = tl.where(cols == label, 1.0, 0.0)
-                grad = soft_w * grad + hard_w * (tl.exp(z - lse_z) - onehot)
-            tl.store(g_row + cols, (grad * scale).to(g_ptr.dtype.element_ty), mask=inside)
-        loss = soft
-        if HARD:
-            loss = soft_w * soft + hard_w * (lse_z - z_label)
-    else:
-        for start in range(0, V, BLOCK):
-            cols = start + tl.arange(0, BLOCK)
-            tl.store(g_row + cols, tl.zeros((BLOCK,), tl.float32).to(g_ptr.dtype.element_ty), mask=cols < V)
+                loss = (1.0 - hard_w) * soft + hard_w * (lse_z - z_label)
+            loss = tl.where(infinite, POS_INF, loss)
+        else:
+            loss += NAN
+            fill += NAN
+            if WRITE_GRAD:
+                _fill_row(g_row, V, fill, BLOCK)
+    elif WRITE_GRAD:
+        _fill_row(g_row, V, fill, BLOCK)
     tl.store(loss_ptr + row, loss)
 
 
@@ -344,40 +396,45 @@ def divergence_shard_kernel(
     st_row = stats_ptr + row * 4
     zero = tl.zeros((), tl.float32)
     loss = zero
+    fill = zero
     if tl.load(valid_ptr + row) != 0:
-        if PHASE == SHARD_STATS:
-            lse_a, lse_b, lse_z, rkl, top1, best = _row_stats(s_row, t_row, V, inv_t, FORWARD_KL, HARD, BLOCK)
+        if PHASE == SHARD_STATS:  # a slice may be -inf everywhere (padding): only the global row counts
+            lse_a, lse_b, lse_z, one_pass, top1, best = _row_stats(
+                s_row, t_row, V, inv_t, FORWARD_KL, HARD, False, BLOCK
+            )
             tl.store(st_row, lse_a)
             tl.store(st_row + 1, lse_b)
             tl.store(st_row + 2, lse_z)
         else:
             lse_a = tl.load(st_row)
             lse_b = tl.load(st_row + 1)
-            if PHASE == SHARD_ROW_SUM:
-                head = tl.zeros((), tl.int64)
-                c, g_head, g_tail, rkl = _row_reduction(
-                    s_row, t_row, V, inv_t, lse_a, lse_b, param, lw1, lw2, head, zero, zero, head, DIV, BLOCK
-                )
-                tl.store(st_row + 3, c)
-            else:
-                c = zero - 1.0
-                if DIV != FORWARD_KL and DIV != SOFT_CE:
-                    c = tl.load(st_row + 3)
-                scale = tl.load(scale_ptr)
-                if HARD:
-                    label = tl.load(labels_ptr + row)
-                    lse_z = tl.load(st_row + 2)
-                for start in range(0, V, BLOCK):
-                    cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
-                    term, qh, p, q = _terms(a - lse_a, b - lse_b, param, lw1, lw2, DIV)
-                    grad = (qh - q * c) * inv_t
-                    loss += tl.sum(term, 0)
+            if (tl.abs(lse_a) < POS_INF) & (tl.abs(lse_b) < POS_INF):
+                if PHASE == SHARD_ROW_SUM:
+                    head = tl.zeros((), tl.int64)
+                    c, g_head, g_tail, rkl = _row_reduction(
+                        s_row, t_row, V, inv_t, lse_a, lse_b, param, lw1, lw2, head, zero, zero, head,
+                        DIV, BLOCK,
+                    )  # fmt: skip
+                    tl.store(st_row + 3, c)
+                else:
+                    c = zero - 1.0
+                    if DIV != FORWARD_KL and DIV != SOFT_CE:
+                        c = tl.load(st_row + 3)
+                    infinite = c == POS_INF
+                    label = tl.zeros((), tl.int64)
+                    lse_z = zero
                     if HARD:
-                        onehot = tl.where(cols == label, 1.0, 0.0)
-                        grad = (1.0 - hard_w) * grad + hard_w * (tl.exp(z - lse_z) - onehot)
-                    tl.store(g_row + cols, (grad * scale).to(g_ptr.dtype.element_ty), mask=inside)
+                        label = tl.load(labels_ptr + row)
+                        lse_z = tl.load(st_row + 2)
+                    loss = _grad_pass(
+                        s_row, t_row, g_row, V, inv_t, lse_a, lse_b, lse_z, param, lw1, lw2, c, c, c, c,
+                        tl.load(scale_ptr), label, hard_w, infinite, DIV, HARD, True, BLOCK,
+                    )  # fmt: skip
+                    loss = tl.where(infinite, POS_INF, loss)
+            elif PHASE == SHARD_GRAD:  # a non-finite global row: NaN loss and gradient
+                loss += NAN
+                fill += NAN
+                _fill_row(g_row, V, fill, BLOCK)
     elif PHASE == SHARD_GRAD:
-        for start in range(0, V, BLOCK):
-            cols = start + tl.arange(0, BLOCK)
-            tl.store(g_row + cols, tl.zeros((BLOCK,), tl.float32).to(g_ptr.dtype.element_ty), mask=cols < V)
+        _fill_row(g_row, V, fill, BLOCK)
     tl.store(loss_ptr + row, loss)

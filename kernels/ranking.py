@@ -19,10 +19,12 @@ LOW_MASK = tl.constexpr(2**32 - 1)
 
 @triton.jit
 def _keys(row_ptr, cols, V):
-    """Packed int64 keys of one tile (INT64_MIN beyond V); -0.0 counts as +0.0."""
+    """Packed int64 keys of one tile (INT64_MIN beyond V); -0.0 counts as +0.0, and every NaN (of either
+    sign bit) as the largest value, so that a row holding NaN or +inf has it in its top-k."""
     inside = cols < V
     x = tl.load(row_ptr + cols, mask=inside, other=0.0).to(tl.float32)
     bits = tl.where(x == 0.0, 0.0, x).to(tl.int32, bitcast=True)
+    bits = tl.where(x != x, 0x7FFFFFFF, bits)
     ordered = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(tl.int64)
     packed = ordered * 4294967296 + (2147483647 - cols).to(tl.int64)
     return tl.where(inside, packed, INT64_MIN)

@@ -16,12 +16,15 @@ buckets and b = z/T the tempered student logits, the program
   slots' loss terms Σ p̃_k (log p̃_k − log q_k) to the rest bucket's.
 
 Traffic per row: 2·V reads + V writes + O(k); no [N, V] buffer besides the gradient.
+
+A student row with NaN or +inf, or −inf everywhere, has a non-finite lse_all (NaN reaches the sums):
+its loss and gradient row are NaN. (Teacher slots are checked at the boundary.)
 """
 
 import triton
 import triton.language as tl
 
-from .divergence import NEG_INF, SHARD_GRAD, SHARD_STATS, _online_lse
+from .divergence import NAN, NEG_INF, POS_INF, SHARD_GRAD, SHARD_STATS, _fill_row, _online_lse
 
 
 @triton.jit
@@ -90,7 +93,19 @@ def _slot_lses(s_row, idx_row, lp_row, k, inv_t, K_BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _slot_pass(s_row, idx_row, lp_row, g_row, k, inv_t, lse_t, lse_all, coef, K_BLOCK: tl.constexpr):
+def _slot_pass(
+    s_row,
+    idx_row,
+    lp_row,
+    g_row,
+    k,
+    inv_t,
+    lse_t,
+    lse_all,
+    coef,
+    WRITE_GRAD: tl.constexpr,
+    K_BLOCK: tl.constexpr,
+):
     """Σ p̃_k (log p̃_k − log q_k) over the slots; stores coef·(q_k − p̃_k) at the support indices."""
     loss = tl.zeros((), tl.float32)
     for start in range(0, k, K_BLOCK):
@@ -99,7 +114,8 @@ def _slot_pass(s_row, idx_row, lp_row, g_row, k, inv_t, lse_t, lse_all, coef, K_
         lq = b - lse_all
         p = tl.where(a == NEG_INF, 0.0, tl.exp(lp))
         loss += tl.sum(tl.where(p > 0, p * (lp - lq), 0.0), 0)
-        tl.store(g_row + ids, ((tl.exp(lq) - p) * coef).to(g_row.dtype.element_ty), mask=inside)
+        if WRITE_GRAD:
+            tl.store(g_row + ids, ((tl.exp(lq) - p) * coef).to(g_row.dtype.element_ty), mask=inside)
     return loss
 
 
@@ -121,8 +137,10 @@ def sparse_kl_kernel(
     REST: tl.constexpr,
     BLOCK: tl.constexpr,
     K_BLOCK: tl.constexpr,
+    WRITE_GRAD: tl.constexpr = True,
 ):
-    """Per-token loss (fp32, unscaled) and the scaled gradient w.r.t. the student logits.
+    """Per-token loss (fp32, unscaled) and, if WRITE_GRAD, the scaled gradient w.r.t. the student
+    (without it, for evaluation, nothing but the loss is written and pass C is skipped).
 
     ``idx_ptr``/``lp_ptr``: int64 / fp32 [N, k], contiguous (indices ascending when REST);
     ``rest_ptr``: fp32 [N], the teacher's log rest mass at T = 1 (read only when REST).
@@ -133,34 +151,83 @@ def sparse_kl_kernel(
     idx_row = idx_ptr + row * k
     lp_row = lp_ptr + row * k
     loss = tl.zeros((), tl.float32)
+    fill = tl.zeros((), tl.float32)
     if tl.load(valid_ptr + row) != 0:
         lse_part = _student_lse(s_row, idx_row, V, k, inv_t, REST, BLOCK)
         lse_a, lse_b = _slot_lses(s_row, idx_row, lp_row, k, inv_t, K_BLOCK)
         lse_all = lse_part
-        a_rest = tl.full((), NEG_INF, tl.float32)
         if REST:
             lse_all = _logaddexp(lse_part, lse_b)
-            a_rest = tl.load(rest_ptr + row) * inv_t
-        lse_t = _logaddexp(lse_a, a_rest)
-        coef = tl.where(lse_t == NEG_INF, 0.0, tl.load(scale_ptr) * inv_t)
-        lp_rest = a_rest - _safe(lse_t)
-        p_rest = tl.exp(lp_rest)
-        if REST:
-            loss = tl.where(p_rest > 0, p_rest * (lp_rest - lse_part + lse_all), 0.0)
+        if tl.abs(lse_all) < POS_INF:
+            loss = _sparse_row(
+                s_row,
+                idx_row,
+                lp_row,
+                g_row,
+                rest_ptr + row,
+                V,
+                k,
+                inv_t,
+                lse_part,
+                lse_a,
+                lse_all,
+                tl.load(scale_ptr),
+                REST,
+                WRITE_GRAD,
+                BLOCK,
+                K_BLOCK,
+            )
+        else:
+            loss += NAN
+            fill += NAN
+            if WRITE_GRAD:
+                _fill_row(g_row, V, fill, BLOCK)
+    elif WRITE_GRAD:
+        _fill_row(g_row, V, fill, BLOCK)
+    tl.store(loss_ptr + row, loss)
+
+
+@triton.jit
+def _sparse_row(
+    s_row,
+    idx_row,
+    lp_row,
+    g_row,
+    rest_at,
+    V,
+    k,
+    inv_t,
+    lse_part,
+    lse_a,
+    lse_all,
+    scale,
+    REST: tl.constexpr,
+    WRITE_GRAD: tl.constexpr,
+    BLOCK: tl.constexpr,
+    K_BLOCK: tl.constexpr,
+):
+    """Loss and gradient of one valid, finite row (passes C and the slots)."""
+    loss = tl.zeros((), tl.float32)
+    a_rest = tl.full((), NEG_INF, tl.float32)
+    if REST:
+        a_rest = tl.load(rest_at) * inv_t
+    lse_t = _logaddexp(lse_a, a_rest)
+    coef = tl.where(lse_t == NEG_INF, 0.0, scale * inv_t)
+    lp_rest = a_rest - _safe(lse_t)
+    p_rest = tl.exp(lp_rest)
+    if REST:
+        loss = tl.where(p_rest > 0, p_rest * (lp_rest - lse_part + lse_all), 0.0)
+    if WRITE_GRAD:
         for start in range(0, V, BLOCK):
             cols = start + tl.arange(0, BLOCK)
             b = tl.load(s_row + cols, mask=cols < V, other=NEG_INF).to(tl.float32) * inv_t
             grad = tl.exp(b - lse_all)
             if REST:
                 grad -= p_rest * tl.exp(tl.minimum(b - _safe(lse_part), 0.0))
-            tl.store(g_row + cols, (grad * coef).to(g_ptr.dtype.element_ty), mask=cols < V)
+            tl.store(g_row + cols, (grad * coef).to(g_row.dtype.element_ty), mask=cols < V)
         tl.debug_barrier()
-        loss += _slot_pass(s_row, idx_row, lp_row, g_row, k, inv_t, lse_t, lse_all, coef, K_BLOCK)
-    else:
-        for start in range(0, V, BLOCK):
-            cols = start + tl.arange(0, BLOCK)
-            tl.store(g_row + cols, tl.zeros((BLOCK,), tl.float32).to(g_ptr.dtype.element_ty), mask=cols < V)
-    tl.store(loss_ptr + row, loss)
+    slots = _slot_pass(s_row, idx_row, lp_row, g_row, k, inv_t, lse_t, lse_all, coef, WRITE_GRAD, K_BLOCK)
+    return loss + slots
 
 
 @triton.jit
@@ -204,7 +271,8 @@ def sparse_kl_shard_kernel(
     with REST stats[row, 1] = that over the slice's columns outside the support.
     SHARD_GRAD (pass C, reads V + O(k), writes V): from the global ones in stats[row, 0:2], the slice's
     dense gradient and, over the slots it holds, (q_k − p̃_k)/T; returns the slice's −Σ p̃_k b_k
-    (the only part of the loss that needs the student's slot logits). Gradient scaled as above.
+    (the only part of the loss that needs the student's slot logits). Gradient scaled as above. A
+    non-finite global row (NaN or +inf in some slice, or −inf everywhere) gets NaN.
     """
     row = tl.program_id(0).to(tl.int64)
     s_row = s_ptr + row * s_stride
@@ -213,6 +281,7 @@ def sparse_kl_shard_kernel(
     lp_row = lp_ptr + row * k
     st_row = stats_ptr + row * 4
     picked = tl.zeros((), tl.float32)
+    fill = tl.zeros((), tl.float32)
     if tl.load(valid_ptr + row) != 0:
         if PHASE == SHARD_STATS:
             tl.store(st_row, _student_lse(s_row, idx_row, V, k, inv_t, False, BLOCK))
@@ -221,33 +290,36 @@ def sparse_kl_shard_kernel(
         else:
             lse_all = tl.load(st_row)
             lse_rest = tl.load(st_row + 1)
-            m_a = tl.full((), NEG_INF, tl.float32)
-            s_a = tl.zeros((), tl.float32)
-            for start in range(0, k, K_BLOCK):
-                ids, owned, a, b = _owned_slots(s_row, idx_row, lp_row, start, k, V, inv_t, K_BLOCK)
-                m_a, s_a = _online_lse(m_a, s_a, a)
-            a_rest = tl.full((), NEG_INF, tl.float32)
-            if REST:
-                a_rest = tl.load(rest_ptr + row) * inv_t
-            lse_t = _logaddexp(m_a + tl.log(s_a), a_rest)
-            coef = tl.where(lse_t == NEG_INF, 0.0, tl.load(scale_ptr) * inv_t)
-            p_rest = tl.exp(a_rest - _safe(lse_t))
-            for start in range(0, V, BLOCK):
-                cols = start + tl.arange(0, BLOCK)
-                b = tl.load(s_row + cols, mask=cols < V, other=NEG_INF).to(tl.float32) * inv_t
-                grad = tl.exp(b - lse_all)
+            if tl.abs(lse_all) < POS_INF:
+                m_a = tl.full((), NEG_INF, tl.float32)
+                s_a = tl.zeros((), tl.float32)
+                for start in range(0, k, K_BLOCK):
+                    ids, owned, a, b = _owned_slots(s_row, idx_row, lp_row, start, k, V, inv_t, K_BLOCK)
+                    m_a, s_a = _online_lse(m_a, s_a, a)
+                a_rest = tl.full((), NEG_INF, tl.float32)
                 if REST:
-                    grad -= p_rest * tl.exp(tl.minimum(b - _safe(lse_rest), 0.0))
-                tl.store(g_row + cols, (grad * coef).to(g_ptr.dtype.element_ty), mask=cols < V)
-            tl.debug_barrier()
-            for start in range(0, k, K_BLOCK):
-                ids, owned, a, b = _owned_slots(s_row, idx_row, lp_row, start, k, V, inv_t, K_BLOCK)
-                p = tl.where(a == NEG_INF, 0.0, tl.exp(a - _safe(lse_t)))
-                picked += tl.sum(tl.where(owned & (p > 0), p * b, 0.0), 0)
-                grad = (tl.exp(b - lse_all) - p) * coef
-                tl.store(g_row + ids, grad.to(g_row.dtype.element_ty), mask=owned)
+                    a_rest = tl.load(rest_ptr + row) * inv_t
+                lse_t = _logaddexp(m_a + tl.log(s_a), a_rest)
+                coef = tl.where(lse_t == NEG_INF, 0.0, tl.load(scale_ptr) * inv_t)
+                p_rest = tl.exp(a_rest - _safe(lse_t))
+                for start in range(0, V, BLOCK):
+                    cols = start + tl.arange(0, BLOCK)
+                    b = tl.load(s_row + cols, mask=cols < V, other=NEG_INF).to(tl.float32) * inv_t
+                    grad = tl.exp(b - lse_all)
+                    if REST:
+                        grad -= p_rest * tl.exp(tl.minimum(b - _safe(lse_rest), 0.0))
+                    tl.store(g_row + cols, (grad * coef).to(g_ptr.dtype.element_ty), mask=cols < V)
+                tl.debug_barrier()
+                for start in range(0, k, K_BLOCK):
+                    ids, owned, a, b = _owned_slots(s_row, idx_row, lp_row, start, k, V, inv_t, K_BLOCK)
+                    p = tl.where(a == NEG_INF, 0.0, tl.exp(a - _safe(lse_t)))
+                    picked += tl.sum(tl.where(owned & (p > 0), p * b, 0.0), 0)
+                    grad = (tl.exp(b - lse_all) - p) * coef
+                    tl.store(g_row + ids, grad.to(g_row.dtype.element_ty), mask=owned)
+            else:  # a non-finite global student row (NaN or +inf in a slice, or -inf everywhere)
+                picked += NAN
+                fill += NAN
+                _fill_row(g_row, V, fill, BLOCK)
     elif PHASE == SHARD_GRAD:
-        for start in range(0, V, BLOCK):
-            cols = start + tl.arange(0, BLOCK)
-            tl.store(g_row + cols, tl.zeros((BLOCK,), tl.float32).to(g_ptr.dtype.element_ty), mask=cols < V)
+        _fill_row(g_row, V, fill, BLOCK)
     tl.store(loss_ptr + row, -picked)

@@ -15,12 +15,18 @@ One program handles one row in vocabulary tiles of BLOCK, fp32 arithmetic:
   reduction, in the student's dtype.
 
 Traffic per row: 2V + 2V reads and V writes; per-row outputs are one fp32 loss, nothing else.
+Without a gradient (WRITE_GRAD false: evaluation) pass B only sums the loss and writes nothing.
+
+Non-finite rows: NaN or +inf in either row, or a row −inf everywhere, give loss NaN and a NaN
+gradient row. Pass A decides it: lse_b is not finite for a bad student row; the teacher, which a
+weight t = 0 drops from c, is probed by Σ 0·a over its non −inf entries (NaN exactly when a holds NaN
+or +inf) and its running max (−inf for an all −inf row).
 """
 
 import triton
 import triton.language as tl
 
-from .divergence import NEG_INF, SHARD_GRAD, SHARD_STATS, _load_tile, _online_lse
+from .divergence import NAN, NEG_INF, POS_INF, SHARD_GRAD, SHARD_STATS, _fill_row, _load_tile, _online_lse
 
 
 @triton.jit
@@ -33,15 +39,21 @@ def _mix(b, a, t):
 
 @triton.jit
 def _taid_stats(s_row, t_row, V, inv_t, t, BLOCK: tl.constexpr):
-    """Pass A: log-sum-exps of the student's b and of the interpolated c (padding is −inf in both)."""
+    """Pass A: log-sum-exps of the student's b and of the interpolated c (padding is −inf in both), and
+    whether the row is finite (module docstring)."""
     zero = tl.zeros((), tl.float32)
     low = tl.full((), NEG_INF, tl.float32)
-    m_b, s_b, m_c, s_c = low, zero, low, zero
+    m_b, s_b, m_c, s_c, probe, m_a = low, zero, low, zero, zero, low
     for start in range(0, V, BLOCK):
         cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
         m_b, s_b = _online_lse(m_b, s_b, b)
         m_c, s_c = _online_lse(m_c, s_c, _mix(b, a, t))
-    return m_b + tl.log(s_b), m_c + tl.log(s_c)
+        probe += tl.sum(tl.where(a == NEG_INF, 0.0, a) * 0.0, 0)
+        m_a = tl.maximum(m_a, tl.max(a, 0))
+    lse_b = m_b + tl.log(s_b)
+    lse_c = m_c + tl.log(s_c)
+    finite = (tl.abs(lse_b) < POS_INF) & (tl.abs(lse_c) < POS_INF) & (probe == 0.0) & (m_a > NEG_INF)
+    return lse_b, lse_c, finite
 
 
 @triton.jit
@@ -59,10 +71,11 @@ def taid_kernel(
     V,
     inv_t,
     BLOCK: tl.constexpr,
+    WRITE_GRAD: tl.constexpr = True,
 ):
-    """Per-token loss −Σ p_t log q (fp32, unscaled) and scale·(q − p_t)/T written to ``g_ptr``.
+    """Per-token loss −Σ p_t log q (fp32, unscaled) and, if WRITE_GRAD, scale·(q − p_t)/T to ``g_ptr``.
 
-    ``mix_ptr`` holds t (fp32, 0-dim), ``scale_ptr`` the reduction's factor (1/N_valid for a mean);
+    ``mix_ptr`` holds t (fp32, 0-dim), ``scale_ptr`` the gradient's factor (1/N_valid for a mean);
     invalid rows get loss 0 and a zero gradient.
     """
     row = tl.program_id(0).to(tl.int64)
@@ -70,22 +83,27 @@ def taid_kernel(
     t_row = t_ptr + row * t_stride
     g_row = g_ptr + row * g_stride
     loss = tl.zeros((), tl.float32)
+    fill = tl.zeros((), tl.float32)
     if tl.load(valid_ptr + row) != 0:
         t = tl.load(mix_ptr)
-        lse_b, lse_c = _taid_stats(s_row, t_row, V, inv_t, t, BLOCK)
-        scale = tl.load(scale_ptr)
-        for start in range(0, V, BLOCK):
-            cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
-            lb = b - lse_b
-            p = tl.exp(_mix(b, a, t) - lse_c)
-            q = tl.exp(lb)
-            loss += tl.sum(tl.where(p > 0, -p * lb, 0.0), 0)
-            grad = (q - p) * inv_t
-            tl.store(g_row + cols, (grad * scale).to(g_ptr.dtype.element_ty), mask=inside)
-    else:
-        for start in range(0, V, BLOCK):
-            cols = start + tl.arange(0, BLOCK)
-            tl.store(g_row + cols, tl.zeros((BLOCK,), tl.float32).to(g_ptr.dtype.element_ty), mask=cols < V)
+        lse_b, lse_c, finite = _taid_stats(s_row, t_row, V, inv_t, t, BLOCK)
+        if finite:
+            scale = tl.load(scale_ptr)
+            for start in range(0, V, BLOCK):
+                cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
+                lb = b - lse_b
+                p = tl.exp(_mix(b, a, t) - lse_c)
+                loss += tl.sum(tl.where(p > 0, -p * lb, 0.0), 0)
+                if WRITE_GRAD:
+                    grad = (tl.exp(lb) - p) * inv_t
+                    tl.store(g_row + cols, (grad * scale).to(g_ptr.dtype.element_ty), mask=inside)
+        else:
+            loss += NAN
+            fill += NAN
+            if WRITE_GRAD:
+                _fill_row(g_row, V, fill, BLOCK)
+    elif WRITE_GRAD:
+        _fill_row(g_row, V, fill, BLOCK)
     tl.store(loss_ptr + row, loss)
 
 
@@ -119,25 +137,29 @@ def taid_shard_kernel(
     g_row = g_ptr + row * g_stride
     st_row = stats_ptr + row * 4
     loss = tl.zeros((), tl.float32)
+    fill = tl.zeros((), tl.float32)
     if tl.load(valid_ptr + row) != 0:
         t = tl.load(mix_ptr)
-        if PHASE == SHARD_STATS:
-            lse_b, lse_c = _taid_stats(s_row, t_row, V, inv_t, t, BLOCK)
+        if PHASE == SHARD_STATS:  # a slice may be -inf everywhere (padding): only the global row counts
+            lse_b, lse_c, finite = _taid_stats(s_row, t_row, V, inv_t, t, BLOCK)
             tl.store(st_row, lse_b)
             tl.store(st_row + 1, lse_c)
         else:
             lse_b = tl.load(st_row)
             lse_c = tl.load(st_row + 1)
-            scale = tl.load(scale_ptr)
-            for start in range(0, V, BLOCK):
-                cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
-                lb = b - lse_b
-                p = tl.exp(_mix(b, a, t) - lse_c)
-                loss += tl.sum(tl.where(p > 0, -p * lb, 0.0), 0)
-                grad = (tl.exp(lb) - p) * (inv_t * scale)
-                tl.store(g_row + cols, grad.to(g_ptr.dtype.element_ty), mask=inside)
+            if (tl.abs(lse_b) < POS_INF) & (tl.abs(lse_c) < POS_INF):
+                scale = tl.load(scale_ptr)
+                for start in range(0, V, BLOCK):
+                    cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, BLOCK)
+                    lb = b - lse_b
+                    p = tl.exp(_mix(b, a, t) - lse_c)
+                    loss += tl.sum(tl.where(p > 0, -p * lb, 0.0), 0)
+                    grad = (tl.exp(lb) - p) * (inv_t * scale)
+                    tl.store(g_row + cols, grad.to(g_ptr.dtype.element_ty), mask=inside)
+            else:  # a non-finite global row: NaN loss and gradient
+                loss += NAN
+                fill += NAN
+                _fill_row(g_row, V, fill, BLOCK)
     elif PHASE == SHARD_GRAD:
-        for start in range(0, V, BLOCK):
-            cols = start + tl.arange(0, BLOCK)
-            tl.store(g_row + cols, tl.zeros((BLOCK,), tl.float32).to(g_ptr.dtype.element_ty), mask=cols < V)
+        _fill_row(g_row, V, fill, BLOCK)
     tl.store(loss_ptr + row, loss)

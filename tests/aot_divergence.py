@@ -1,5 +1,6 @@
-"""AOT jobs of the divergence family: every divergence, hard-label term on and off, every launch
-configuration the policy can choose (bf16; fp32 too for the widest tile, the register-heaviest)."""
+"""AOT jobs of the divergence family: every divergence, hard-label term on and off, gradient written
+or loss only (evaluation), every launch configuration the policy can choose (bf16; fp32 too for the
+widest tile, the register-heaviest)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def signature(dtype: str) -> dict[str, str]:
     sig.update(loss_ptr="*fp32", valid_ptr="*u8", labels_ptr="*i64", scale_ptr="*fp32")
     sig.update({name: "i64" for name in ("s_stride", "t_stride", "g_stride")}, V="i32")
     sig.update({name: "fp32" for name in ("inv_t", "param", "lw1", "lw2", "hard_w")})
-    sig.update({name: "constexpr" for name in ("DIV", "HARD", "BLOCK", "SEARCH_BLOCK")})
+    sig.update({name: "constexpr" for name in ("DIV", "HARD", "BLOCK", "SEARCH_BLOCK", "WRITE_GRAD")})
     return sig
 
 
@@ -26,7 +27,7 @@ def jobs() -> list[AotJob]:
     configs = sorted({launch_policy(v) for v in VOCABS})
     return [
         AotJob(
-            label=dict(divergence=divergence, block=config.block, hard=hard, dtype=dtype),
+            label=dict(divergence=divergence, block=config.block, hard=hard, dtype=dtype, write_grad=write),
             kernel=divergence_kernel,
             signature=signature(dtype),
             constexprs=dict(
@@ -34,9 +35,12 @@ def jobs() -> list[AotJob]:
                 HARD=hard,
                 BLOCK=config.block,
                 SEARCH_BLOCK=config.search_block,
+                WRITE_GRAD=write,
             ),
             num_warps=config.warps,
         )
-        for divergence, config, hard in itertools.product(DIVERGENCES, configs, (False, True))
+        for divergence, config, hard, write in itertools.product(
+            DIVERGENCES, configs, (False, True), (True, False)
+        )
         for dtype in (("bf16", "fp32") if config == configs[-1] else ("bf16",))
     ]

@@ -1,6 +1,6 @@
 """AOT jobs of the sparse-teacher KL kernel: with and without the rest bucket, every launch
 vocabulary tile of the policy with the smallest slot chunk, and the widest tile with the largest one
-(bf16; fp32 too for that widest configuration, the register-heaviest)."""
+(bf16; fp32 too for that widest configuration, the register-heaviest); gradient written or loss only."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def signature(dtype: str) -> dict[str, str]:
     sig = {"s_ptr": f"*{dtype}", "idx_ptr": "*i64", "lp_ptr": "*fp32", "rest_ptr": "*fp32"}
     sig.update(g_ptr=f"*{dtype}", loss_ptr="*fp32", valid_ptr="*u8", scale_ptr="*fp32")
     sig.update(s_stride="i64", g_stride="i64", V="i32", k="i32", inv_t="fp32")
-    sig.update({name: "constexpr" for name in ("REST", "BLOCK", "K_BLOCK")})
+    sig.update({name: "constexpr" for name in ("REST", "BLOCK", "K_BLOCK", "WRITE_GRAD")})
     return sig
 
 
@@ -26,12 +26,12 @@ def jobs() -> list[AotJob]:
     configs = sorted({launch_policy(v, k) for v in VOCABS for k in KS if k <= v})
     return [
         AotJob(
-            label=dict(rest=rest, block=config.block, k_block=config.k_block, dtype=dtype),
+            label=dict(rest=rest, block=config.block, k_block=config.k_block, dtype=dtype, write_grad=write),
             kernel=sparse_kl_kernel,
             signature=signature(dtype),
-            constexprs=dict(REST=rest, BLOCK=config.block, K_BLOCK=config.k_block),
+            constexprs=dict(REST=rest, BLOCK=config.block, K_BLOCK=config.k_block, WRITE_GRAD=write),
             num_warps=config.warps,
         )
-        for config, rest in itertools.product(configs, (False, True))
+        for config, rest, write in itertools.product(configs, (False, True), (True, False))
         for dtype in (("bf16", "fp32") if config == configs[-1] else ("bf16",))
     ]

@@ -24,3 +24,4 @@ def test_divergence_kernel_compiles_without_spills(aot_records, divergence):
     mine = assert_compiled_without_spills(aot_records, "divergence", divergence=divergence)
     assert {r["hard"] for r in mine} == {False, True}
     assert {r["dtype"] for r in mine} == {"bf16", "fp32"}
+    assert {r["write_grad"] for r in mine} == {True, False}

@@ -13,3 +13,4 @@ from tests.conftest import assert_compiled_without_spills
 def test_taid_kernel_compiles_without_spills(aot_records, block):
     mine = assert_compiled_without_spills(aot_records, "taid", block=block)
     assert {r["dtype"] for r in mine} == {"bf16", "fp16", "fp32"}
+    assert {r["write_grad"] for r in mine} == {True, False}

@@ -35,7 +35,7 @@ CASES = [
         "mask dtype",
         lambda: L.forward_kl(Z, U, mask=torch.ones(2, 3)),
         TypeError,
-        r"mask must be a bool tensor",
+        r"mask must be a bool or integer \(0/1\) tensor",
     ),
     (
         "labels dtype",

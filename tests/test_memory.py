@@ -14,7 +14,7 @@ import fastkd.losses as L
 from bench.memory import measure
 from fastkd.boundary.options import DIVERGENCES
 from tests.conftest import DEVICE
-from tests.helpers import HAS_TRITON, family_kwargs
+from tests.helpers import HAS_TRITON, ModelOutput, family_kwargs
 
 N, V = 8, 3000
 ROW_SLACK = 4096  # per-row statistics, the loss and scalars: O(N) bytes, never O(V)
@@ -27,9 +27,12 @@ def _step(divergence: str, backend: str, dtype: torch.dtype, **options: object):
     labels = torch.randint(0, V, (N,), generator=gen).to(DEVICE)
     extra = dict(labels=labels, **family_kwargs(divergence), **options)
 
+    # inplace_grad writes over a model's logits (a non-leaf): one fresh copy per call, made beforehand
+    fresh = [ModelOutput.apply(student) for _ in range(2)] if options.get("inplace_grad") else [student] * 2
+
     def step() -> None:
         student.grad = None
-        L.kd_loss(student, teacher, divergence, backend=backend, **extra).backward()
+        L.kd_loss(fresh.pop(), teacher, divergence, backend=backend, **extra).backward()
 
     step()  # compile / warm up outside the measurement
     return step

@@ -8,7 +8,7 @@ import torch
 import fastkd.losses as L
 from fastkd.ops.divergence import divergence_fwd
 from tests.conftest import DEVICE
-from tests.helpers import HAS_TRITON, compiled_and_eager
+from tests.helpers import HAS_CPU_EXTENSION, HAS_TRITON, compiled_and_eager
 
 pytestmark = pytest.mark.skipif(not HAS_TRITON, reason="no triton")
 
@@ -57,3 +57,23 @@ def test_torch_compile_fullgraph_matches_eager(reduction):
     loss, compiled_grad, eager_grad = compiled_and_eager(step, z, u)
     assert torch.allclose(loss, step(z, u), rtol=1e-6)
     assert torch.allclose(compiled_grad, eager_grad, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("op_name", ["divergence_loss", "divergence_loss_cpu", "taid_loss"])
+def test_opcheck_of_the_loss_only_ops(op_name):
+    """The evaluation ops (no gradient written) are custom ops with fakes too, and agree with the
+    gradient-writing ones."""
+    if op_name.endswith("_cpu") and not HAS_CPU_EXTENSION:
+        pytest.skip("fastkd._C is not built")
+    student, teacher, valid, labels, scale, grad, _, param, temperature, _ = op_args("akl", 0.0)
+    op = getattr(torch.ops.fastkd, op_name)
+    if op_name == "taid_loss":
+        t = torch.tensor(0.4, device=DEVICE)
+        args = (student, teacher, valid, t, temperature)
+        expected = torch.ops.fastkd.taid_fwd(student, teacher, valid, t, scale, grad, temperature)
+    else:
+        args = (student, teacher, valid, labels, "akl", param, temperature, 0.0)
+        with_grad = torch.ops.fastkd.divergence_cpu if op_name.endswith("_cpu") else divergence_fwd
+        expected = with_grad(student, teacher, valid, labels, scale, grad, "akl", param, temperature, 0.0)
+    torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
+    torch.testing.assert_close(op(*args), expected, rtol=1e-5, atol=1e-6)

@@ -14,8 +14,8 @@ import torch
 
 from fastkd.boundary.inputs import (
     FLOAT_DTYPES,
-    _check_label_range,
     _divisor,
+    check_label_range,
     valid_tokens,
     vocabulary_mismatch,
 )
@@ -223,7 +223,7 @@ def prepare_fused_linear(
             raise ValueError(
                 f"hard_label_weight={options.loss.hard_label_weight} needs labels, got labels=None"
             )
-        _check_label_range(flat_labels, valid, vocab)
+        check_label_range(flat_labels, valid, vocab)
     rest = None
     if options.source == "topk":
         _check_values(flat_teacher["topk_indices"], flat_teacher["topk_logprobs"], valid, vocab)

@@ -31,7 +31,8 @@ class DivergenceOptions:
     """Everything but the tensors: which divergence, its parameter, temperature, reduction, CE weight.
 
     ``divergence`` is the *effective* kernel divergence: ``jsd`` with beta 0 or 1 is stored as
-    ``forward_kl`` / ``reverse_kl`` (the spec's intended endpoint jump), so kernels never see them.
+    ``forward_kl`` / ``reverse_kl`` (the spec's intended endpoint jump), and ``akl`` with mu 1 (all
+    tokens head, whatever the rounding of the cumulative mass) as ``forward_kl``.
     """
 
     divergence: str = "forward_kl"
@@ -67,6 +68,8 @@ class DivergenceOptions:
         _check_unit(name, value)
         if divergence == "jsd" and value in (0.0, 1.0):
             return cls(divergence="forward_kl" if value == 0.0 else "reverse_kl", **kwargs)  # type: ignore[arg-type]
+        if divergence == "akl" and value == 1.0:  # every token is head: exactly forward KL
+            return cls(divergence="forward_kl", **kwargs)  # type: ignore[arg-type]
         return cls(divergence=divergence, param=float(value), **kwargs)  # type: ignore[arg-type]
 
     @property

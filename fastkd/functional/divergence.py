@@ -10,9 +10,23 @@ detached) and these keyword options:
 - ``num_items_in_batch``: replaces the number of valid tokens as the mean's divisor;
 - ``hard_label_weight`` w: returns (1 − w)·divergence + w·CE(z, labels), CE at T = 1;
 - ``backend``: ``"auto"``, ``"triton"``, ``"cuda"``, ``"cpu"`` or ``"torch"``;
-- ``inplace_grad``: fused backends write the gradient over ``student_logits`` (saves one [N, V]).
+- ``inplace_grad``: fused backends write the gradient over ``student_logits`` (saves one [N, V]);
+  refused for a leaf that requires grad and for expanded or overlapping logits; never done when no
+  gradient is taken;
+- ``check_finite``: raise a ValueError naming the first valid token whose student or teacher row is
+  not finite (NaN, +inf, overflow at T, −inf everywhere); None (default) reads FASTKD_CHECK_FINITE=1.
+  It reads the inputs once more and synchronises.
 
-The loss is fp32; the student's gradient has the student's dtype.
+The loss is fp32; the student's gradient has the student's dtype. Under ``torch.no_grad()``, or when
+the student does not require grad, the fused backends compute the loss only (no gradient buffer).
+
+Non-finite inputs: a valid token whose student or teacher row holds NaN or +inf, or is −inf
+everywhere, has loss NaN (so a reduced loss is NaN) and a NaN gradient row (so GradScaler skips the
+step), on every backend; ignored tokens never reach the loss or the other rows. A teacher −inf where
+the student has mass makes reverse_kl, jsd(β = 1), skew_reverse_kl(α = 0) and akl (reverse part of
+weight > 0) +inf for that token with a zero gradient row; give the student −inf in the same columns
+(padded vocabulary) to mean those ids do not exist. Fused losses are differentiable once
+(``create_graph=True`` is an error; ``backend="torch"`` supports double backward).
 """
 
 from __future__ import annotations
@@ -22,9 +36,16 @@ from typing import Any
 import torch
 
 from fastkd.backends import resolve
-from fastkd.boundary.inputs import prepare, unit_stride
+from fastkd.boundary.inputs import (
+    check_finite_inputs,
+    check_inplace_grad,
+    gradient_wanted,
+    prepare,
+    reduce_rows,
+    unit_stride,
+)
 from fastkd.boundary.options import FAMILY_PARAMETER, DivergenceOptions
-from fastkd.functions.divergence import DivergenceFunction
+from fastkd.functions.divergence import DivergenceFunction, divergence_value
 from fastkd.reference import divergence as reference
 
 
@@ -64,6 +85,7 @@ def kd_loss(
     beta: float | None = None,
     alpha: float | None = None,
     mu: float | None = None,
+    check_finite: bool | None = None,
 ) -> torch.Tensor:
     """Knowledge-distillation loss ``divergence`` between student and teacher logits.
 
@@ -82,9 +104,17 @@ def kd_loss(
         hard_label_weight=hard_label_weight,
     )
     flat = prepare(student_logits, teacher_logits, options, labels, mask, num_items_in_batch)
+    check_finite_inputs(check_finite, flat, temperature)
     name = resolve(backend, flat.student)
     if name == "torch":
         return reference.divergence_loss(flat, options)
+    if not gradient_wanted(flat.student):
+        rows = divergence_value(
+            unit_stride(flat.student), unit_stride(flat.teacher), flat.valid, flat.labels, options, name
+        )
+        return reduce_rows(rows, flat.leading_shape, flat.divisor, options.reduction)
+    if inplace_grad:
+        check_inplace_grad(student_logits)
     return DivergenceFunction.apply(
         unit_stride(flat.student),
         unit_stride(flat.teacher),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from fastkd.backends import resolve
-from fastkd.boundary.inputs import FlatInputs, prepare, reduce_rows, unit_stride
+from fastkd.boundary.inputs import FlatInputs, check_finite_inputs, prepare, reduce_rows, unit_stride
 from fastkd.boundary.options import DivergenceOptions
 from fastkd.functional.divergence import divergence_options
 from fastkd.functions.ranking import RankingFunction, RLKDFunction
@@ -57,6 +57,7 @@ def ranking_loss(
     reduction: str = "mean",
     num_items_in_batch: int | torch.Tensor | None = None,
     backend: str = "auto",
+    check_finite: bool | None = None,
 ) -> torch.Tensor:
     """RLKD ranking loss 1 − ρ(soft_rank(u[I]), soft_rank(z[I])), I = top-k(u) ∪ top-k(z) per token.
 
@@ -65,6 +66,7 @@ def ranking_loss(
     """
     options = DivergenceOptions(reduction=reduction, ignore_index=ignore_index)
     flat = prepare(student_logits, teacher_logits, options, labels, mask, num_items_in_batch)
+    check_finite_inputs(check_finite, flat, 1.0)
     k = check_k(k, flat.student.shape[-1])
     if not _fused(backend, flat, k):
         rows = ranking_rows(flat.student, flat.teacher, flat.valid, k)
@@ -97,6 +99,7 @@ def rlkd(
     beta: float | None = None,
     alpha: float | None = None,
     mu: float | None = None,
+    check_finite: bool | None = None,
 ) -> torch.Tensor:
     """RLKD objective: ranking_loss(k) + kd_loss(divergence) / 2 (arXiv 2409.12545; forward KL default).
 
@@ -114,6 +117,7 @@ def rlkd(
         hard_label_weight=hard_label_weight,
     )
     flat = prepare(student_logits, teacher_logits, options, labels, mask, num_items_in_batch)
+    check_finite_inputs(check_finite, flat, temperature)
     k = check_k(k, flat.student.shape[-1])
     if not _fused(backend, flat, k):
         rows = ranking_rows(flat.student, flat.teacher, flat.valid, k)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from fastkd.backends import resolve
-from fastkd.boundary.inputs import prepare, unit_stride
+from fastkd.boundary.inputs import check_label_range, prepare, unit_stride
 from fastkd.boundary.options import DivergenceOptions, _check_unit
 from fastkd.boundary.sinkhorn import SinkhornOptions
 from fastkd.functional.divergence import soft_cross_entropy
@@ -63,6 +63,21 @@ def fused_sinkhorn(
     return SinkhornFunction.apply(unit_stride(student), unit_stride(teacher), valid, options, impl)
 
 
+def _hard_cross_entropy(
+    student_logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
+) -> torch.Tensor:
+    """Mean CE(z, labels) over the rows whose label is not ``ignore_index`` (0 for none); labels of
+    valid rows must lie in [0, C) (ValueError); ignored rows are zeroed first, so NaN there never
+    leaks into the loss or the gradient."""
+    flat_labels = labels.reshape(-1).to(torch.int64)
+    logits = student_logits.reshape(flat_labels.shape[0], student_logits.shape[-1]).float()
+    valid = flat_labels != ignore_index
+    check_label_range(flat_labels, valid, logits.shape[-1])
+    safe = torch.where(valid[:, None], logits, 0.0)
+    rows = F.cross_entropy(safe, flat_labels.masked_fill(~valid, 0), reduction="none")
+    return torch.where(valid, rows, 0.0).sum() / valid.sum().clamp_min(1)
+
+
 def sinkd_objective(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -95,10 +110,7 @@ def sinkd_objective(
         student_logits, teacher_logits, labels=labels, ignore_index=ignore_index,
         temperature=temperature, backend=backend,
     )  # fmt: skip
-    flat_labels = labels.reshape(-1)
-    logits = student_logits.reshape(flat_labels.shape[0], -1).float()
-    ce_sum = F.cross_entropy(logits, flat_labels, ignore_index=ignore_index, reduction="sum")
-    ce = ce_sum / (flat_labels != ignore_index).sum().clamp_min(1)
+    ce = _hard_cross_entropy(student_logits, labels, ignore_index)
     s = sinkhorn_loss(
         student_logits, teacher_logits, labels=labels, ignore_index=ignore_index, backend=backend,
         **sinkhorn_options,

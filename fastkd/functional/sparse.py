@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from fastkd.backends import resolve
-from fastkd.boundary.inputs import _check_logits
+from fastkd.boundary.inputs import _check_logits, check_finite_inputs
 from fastkd.boundary.options import _check_real
 from fastkd.boundary.sparse import SparseOptions, prepare_sparse
 from fastkd.functions.sparse import sparse_kl_fused
@@ -59,6 +59,7 @@ def sparse_kl(
     reduction: str = "mean",
     num_items_in_batch: int | torch.Tensor | None = None,
     backend: str = "auto",
+    check_finite: bool | None = None,
 ) -> torch.Tensor:
     """Forward KL(p‖q) from a sparse teacher: k (index, log-probability) slots per token.
 
@@ -78,7 +79,9 @@ def sparse_kl(
       (the stored deficit is rounding) and the result equals ``renormalize=True``; a stored mass ≥ 1 means
       p_rest = 0.
 
-    A token whose k slots all hold -inf has loss 0 with ``renormalize=True`` (nothing to distil). No T²
+    A token whose k slots all hold -inf has loss 0 with ``renormalize=True`` (nothing to distil). A
+    student row with NaN or +inf, or −inf everywhere, gives loss NaN and a NaN gradient row (teacher
+    slots with NaN are an error); ``check_finite`` as in :func:`fastkd.losses.kd_loss`. No T²
     factor. Sparse-teacher KD as in offline logit caches, e.g. arXiv 2503.16870 ("Sparse Logit Sampling").
     """
     options = SparseOptions(
@@ -87,6 +90,7 @@ def sparse_kl(
     flat = prepare_sparse(
         student_logits, teacher_topk_indices, teacher_topk_logprobs, options, labels, mask, num_items_in_batch
     )
+    check_finite_inputs(check_finite, flat, temperature, teacher=False)
     if resolve(backend, flat.student, fused=("triton",)) == "torch":
         return reference_sparse.sparse_kl_loss(flat, options)
     return sparse_kl_fused(flat, options)

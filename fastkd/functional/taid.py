@@ -5,9 +5,18 @@ from __future__ import annotations
 import torch
 
 from fastkd.backends import resolve
-from fastkd.boundary.inputs import FlatInputs, prepare, unit_stride
+from fastkd.boundary.inputs import (
+    FlatInputs,
+    check_finite_inputs,
+    check_inplace_grad,
+    gradient_wanted,
+    prepare,
+    reduce_rows,
+    unit_stride,
+)
 from fastkd.boundary.options import DivergenceOptions, _check_unit
 from fastkd.functions.taid import TAIDFunction
+from fastkd.ops.taid import taid_loss
 from fastkd.reference import taid as reference_taid
 
 
@@ -34,9 +43,13 @@ def interpolation_weight(t: object, like: torch.Tensor) -> torch.Tensor:
 
 
 def _fused(flat: FlatInputs, t: torch.Tensor, options: DivergenceOptions, inplace_grad: bool) -> torch.Tensor:
+    student, teacher = unit_stride(flat.student), unit_stride(flat.teacher)
+    if not gradient_wanted(student):  # evaluation: loss only, nothing written
+        rows = taid_loss(student, teacher, flat.valid, t, options.temperature)
+        return reduce_rows(rows, flat.leading_shape, flat.divisor, options.reduction)
     return TAIDFunction.apply(
-        unit_stride(flat.student),
-        unit_stride(flat.teacher),
+        student,
+        teacher,
         flat.valid,
         t,
         flat.divisor,
@@ -59,6 +72,7 @@ def taid(
     num_items_in_batch: int | torch.Tensor | None = None,
     backend: str = "auto",
     inplace_grad: bool = False,
+    check_finite: bool | None = None,
 ) -> torch.Tensor:
     """TAID loss: cross-entropy of the student to the interpolated target (arXiv 2501.16937).
 
@@ -71,15 +85,22 @@ def taid(
     ``t``: a Python float in [0, 1] or a 0-dim floating tensor on the logits' device (read by the
     kernel from memory: changing it neither syncs nor recompiles); :class:`fastkd.TAIDSchedule` moves
     it adaptively. The other options are those of :func:`fastkd.losses.kd_loss` (labels, mask,
-    ignore_index, temperature 1.0, reduction "mean", num_items_in_batch, backend "auto", inplace_grad).
+    ignore_index, temperature 1.0, reduction "mean", num_items_in_batch, backend "auto", inplace_grad,
+    check_finite).
     The loss is fp32 ([...] for ``"none"``); the student's gradient has the student's dtype.
+    Non-finite inputs follow :mod:`fastkd.functional.divergence` (a NaN / +inf / all −inf row in either
+    input, whatever t, gives a NaN loss and gradient row; ignored rows never leak). Without autograd the
+    fused backend computes the loss only.
     """
     # TAID is the soft cross-entropy to p_t: the core options carry its temperature, reduction, ignore_index.
     options = DivergenceOptions.build(
         "soft_cross_entropy", temperature=temperature, reduction=reduction, ignore_index=ignore_index
     )
     flat = prepare(student_logits, teacher_logits, options, labels, mask, num_items_in_batch)
+    check_finite_inputs(check_finite, flat, temperature)
     weight = interpolation_weight(t, flat.student)
     if resolve(backend, flat.student, fused=("triton",)) == "torch":
         return reference_taid.taid_loss(flat, weight, options)
+    if inplace_grad and gradient_wanted(flat.student):
+        check_inplace_grad(student_logits)
     return _fused(flat, weight, options, inplace_grad)

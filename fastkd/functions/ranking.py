@@ -6,7 +6,13 @@ import torch
 
 from fastkd.boundary.inputs import reduce_rows
 from fastkd.boundary.options import DivergenceOptions
-from fastkd.functions.divergence import divergence_rows, rescaled_gradient, save_fused_gradient
+from fastkd.functions.divergence import (
+    divergence_rows,
+    kernel_scale,
+    refuse_double_backward,
+    rescaled_gradient,
+    save_fused_gradient,
+)
 from fastkd.ops.ranking import topk_union
 from fastkd.reference.softrank import rank_loss_and_grad
 
@@ -18,10 +24,26 @@ def sparse_ranking(
 
     The fused kernel finds the union of top-k sets in one pass; the soft ranks, the correlation and its
     gradient work on the ≤ 2k gathered values in batched PyTorch (O(N·k²) work, negligible next to the
-    N·V read)."""
+    N·V read). A row that is not finite (:func:`gathered_nonfinite`) gets loss NaN and a NaN gradient."""
     index, a, b = topk_union(student, teacher, valid, k)
+    bad = gathered_nonfinite(index, a, b) & valid
+    a, b = (torch.where(bad[:, None], 0.0, x) for x in (a, b))
     loss, grad = rank_loss_and_grad(a, b, index >= 0)
-    return torch.where(valid, loss, 0.0).to(torch.float32), index, grad.to(torch.float32)
+    loss = torch.where(bad, float("nan"), torch.where(valid, loss, 0.0))
+    grad = torch.where(bad[:, None], float("nan"), grad)
+    return loss.to(torch.float32), index, grad.to(torch.float32)
+
+
+def gathered_nonfinite(index: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Bool [N]: rows whose teacher or student holds NaN or +inf, or is −inf everywhere, read from the
+    top-k union alone (no pass over V): the kernel ranks NaN and +inf first, so a row has one iff its
+    gathered values do, and a row is −inf everywhere iff its largest gathered value is."""
+    used = index >= 0
+    bad = torch.zeros(index.shape[0], dtype=torch.bool, device=index.device)
+    for x in (a, b):
+        hot = (x.isnan() | (x == float("inf"))) & used
+        bad |= hot.any(-1) | (x.masked_fill(~used, float("-inf")).amax(-1) == float("-inf"))
+    return bad
 
 
 def scatter_rows(dense: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -61,10 +83,12 @@ class RankingFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor) -> tuple:
+        refuse_double_backward()
         index, grad = ctx.saved_tensors
         scale = grad_output.reshape(-1, 1) if ctx.reduction == "none" else grad_output
         dense = torch.zeros(ctx.shape, dtype=ctx.dtype, device=grad.device)
-        return (scatter_rows(dense, index, grad * scale.to(torch.float32)),) + (None,) * 6
+        dense = scatter_rows(dense, index, grad * scale.to(torch.float32))
+        return (dense.masked_fill_(grad.isnan().any(-1, keepdim=True), float("nan")),) + (None,) * 6
 
 
 class RLKDFunction(torch.autograd.Function):
@@ -84,10 +108,11 @@ class RLKDFunction(torch.autograd.Function):
         leading_shape: torch.Size,
     ) -> torch.Tensor:
         grad = torch.empty_like(student)
-        kd_rows = divergence_rows(student, teacher, valid, labels, 0.5 * divisor.reciprocal(), grad, options)
+        scale, deferred = kernel_scale(student, divisor, 0.5)
+        kd_rows = divergence_rows(student, teacher, valid, labels, scale, grad, options)
         rank_rows, index, rank_grad = sparse_ranking(student, teacher, valid, k)
-        scatter_rows(grad, index, rank_grad / divisor)
-        save_fused_gradient(ctx, grad, options.reduction)
+        scatter_rows(grad, index, rank_grad if deferred is not None else rank_grad / divisor)
+        save_fused_gradient(ctx, grad, options.reduction, deferred)
         return reduce_rows(rank_rows + 0.5 * kd_rows, leading_shape, divisor, options.reduction)
 
     @staticmethod

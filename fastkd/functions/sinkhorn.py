@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from fastkd.boundary.sinkhorn import SinkhornOptions
+from fastkd.functions.divergence import refuse_double_backward
 from fastkd.ops.sinkhorn import sinkhorn_cost, sinkhorn_cost_grad
 from fastkd.ops.sinkhorn_plan import Scalings, plan_backward, plan_forward
 
@@ -39,6 +40,7 @@ class SinkhornFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor) -> tuple:
+        refuse_double_backward()
         student, teacher, valid, w, d, lse_s, lse_t, rows, cols = ctx.saved_tensors
         options = ctx.options
         weight = grad_output.to(w.dtype) * options.scale

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from fastkd.boundary.inputs import reduce_rows, unit_stride
+from fastkd.boundary.inputs import gradient_wanted, reduce_rows, unit_stride
 from fastkd.boundary.sparse import SparseInputs, SparseOptions
-from fastkd.functions.divergence import rescaled_gradient, save_fused_gradient
-from fastkd.ops.sparse import sparse_kl_fwd
+from fastkd.functions.divergence import kernel_scale, rescaled_gradient, save_fused_gradient
+from fastkd.ops.sparse import sparse_kl_fwd, sparse_kl_loss
 
 
 class SparseKLFunction(torch.autograd.Function):
@@ -31,18 +31,19 @@ class SparseKLFunction(torch.autograd.Function):
         leading_shape: torch.Size,
     ) -> torch.Tensor:
         grad = torch.empty_like(student)
+        scale, deferred = kernel_scale(student, divisor)
         loss_rows = sparse_kl_fwd(
             student,
             indices,
             logprobs,
             rest,
             valid,
-            divisor.reciprocal(),
+            scale,
             grad,
             options.renormalize,
             options.temperature,
         )
-        save_fused_gradient(ctx, grad, options.reduction)
+        save_fused_gradient(ctx, grad, options.reduction, deferred)
         return reduce_rows(loss_rows, leading_shape, divisor, options.reduction)
 
     @staticmethod
@@ -51,7 +52,19 @@ class SparseKLFunction(torch.autograd.Function):
 
 
 def sparse_kl_fused(flat: SparseInputs, options: SparseOptions) -> torch.Tensor:
-    """The fused backend's reduced loss on validated, flattened inputs."""
+    """The fused backend's reduced loss on validated, flattened inputs (the loss only, without
+    autograd)."""
+    if not gradient_wanted(flat.student):
+        rows = sparse_kl_loss(
+            unit_stride(flat.student),
+            flat.indices,
+            flat.logprobs,
+            flat.rest,
+            flat.valid,
+            options.renormalize,
+            options.temperature,
+        )
+        return reduce_rows(rows, flat.leading_shape, flat.divisor, options.reduction)
     return SparseKLFunction.apply(
         unit_stride(flat.student),
         flat.indices,

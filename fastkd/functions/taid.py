@@ -6,7 +6,7 @@ import torch
 
 from fastkd.boundary.inputs import reduce_rows
 from fastkd.boundary.options import DivergenceOptions
-from fastkd.functions.divergence import rescaled_gradient, save_fused_gradient
+from fastkd.functions.divergence import kernel_scale, rescaled_gradient, save_fused_gradient
 from fastkd.ops.taid import taid_fwd
 
 
@@ -32,8 +32,9 @@ class TAIDFunction(torch.autograd.Function):
         inplace_grad: bool,
     ) -> torch.Tensor:
         grad = student if inplace_grad else torch.empty_like(student)
-        loss_rows = taid_fwd(student, teacher, valid, t, divisor.reciprocal(), grad, options.temperature)
-        save_fused_gradient(ctx, grad, options.reduction)
+        scale, deferred = kernel_scale(student, divisor)
+        loss_rows = taid_fwd(student, teacher, valid, t, scale, grad, options.temperature)
+        save_fused_gradient(ctx, grad, options.reduction, deferred)
         return reduce_rows(loss_rows, leading_shape, divisor, options.reduction)
 
     @staticmethod

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastkd.boundary.options import FAMILY_PARAMETER, DivergenceOptions
-from fastkd.functional.divergence import kd_loss
+from fastkd.functional.divergence import divergence_options, kd_loss
 from fastkd.losses._base import LogitsPairLoss
 
 
@@ -22,16 +21,7 @@ class KDLoss(LogitsPairLoss):
 
     def __init__(self, divergence: str = "forward_kl", **options: Any) -> None:
         super().__init__(options)
-        param_name = FAMILY_PARAMETER.get(divergence, ("", None))[0]
-        DivergenceOptions.build(
-            divergence,
-            options.get(param_name),
-            **{
-                k: options[k]
-                for k in ("temperature", "reduction", "ignore_index", "hard_label_weight")
-                if k in options
-            },
-        )
+        divergence_options(divergence, **options)
         self.divergence = divergence
 
 

@@ -23,6 +23,8 @@ class SinkhornLoss(FixedOptionsLoss):
     Sinkhorn distance of :func:`fastkd.losses.sinkhorn_loss` (options tau, epsilon, n_iters, scale,
     log_domain, ignore_index, backend)."""
 
+    function = staticmethod(sinkhorn_loss)
+
     def __init__(self, **options: Any) -> None:
         super().__init__(options, per_call=())
         _check_sinkhorn(options)
@@ -41,7 +43,9 @@ class SinKDObjectiveLoss(FixedOptionsLoss):
     """``criterion(student_logits, teacher_logits, labels)`` -> α·KD + (1 − α)·CE + weight·S, the
     authors' GLUE objective (:func:`fastkd.losses.sinkd_objective`)."""
 
+    function = staticmethod(sinkd_objective)
     shown = ("alpha", "temperature", "sinkhorn_weight")
+    extra_options = _SINKHORN_KEYS
 
     def __init__(
         self, alpha: float, temperature: float, sinkhorn_weight: float = 0.8, **options: Any

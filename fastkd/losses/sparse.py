@@ -16,6 +16,8 @@ class SparseKLLoss(FixedOptionsLoss):
     num_items_in_batch=None)``; the keyword options (renormalize, temperature, reduction, ignore_index,
     backend) are those of :func:`fastkd.losses.sparse_kl`."""
 
+    function = staticmethod(sparse_kl)
+
     def __init__(self, **options: Any) -> None:
         super().__init__(options)
         SparseOptions(**{k: v for k, v in options.items() if k != "backend"})

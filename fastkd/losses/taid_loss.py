@@ -3,6 +3,7 @@ adaptive interpolation schedule and the loss that owns one (arXiv 2501.16937).""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -11,8 +12,6 @@ from torch import nn
 from fastkd.boundary.options import DivergenceOptions, _check_real, _check_unit
 from fastkd.functional.taid import taid
 from fastkd.losses._base import FixedOptionsLoss
-
-_LOSS_OPTIONS = ("temperature", "reduction", "ignore_index", "backend", "inplace_grad")
 
 
 def _check_schedule(total_steps: object, t_start: float, t_end: float, alpha: float, beta: float) -> None:
@@ -65,20 +64,32 @@ class TAIDSchedule(nn.Module):
 
     @torch.no_grad()
     def update(self, loss: torch.Tensor) -> torch.Tensor:
-        """Advance the schedule with J = ``loss`` (a one-element tensor, detached here); returns t."""
+        """Advance the schedule with J = ``loss`` (a one-element tensor, detached here); returns t.
+
+        A non-finite J (a NaN batch) leaves t, prev_J and m as they are (only the step counts), decided
+        on the device; a CPU loss also warns (a CUDA one would need a host sync to warn)."""
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
             raise ValueError(f"TAIDSchedule.update needs the scalar loss J, got {shape}")
         J = loss.detach().reshape(()).to(device=self.t.device, dtype=torch.float64)
+        finite = J.isfinite()
+        if not J.is_cuda and not bool(finite):
+            warnings.warn(
+                f"TAIDSchedule.update got a non-finite loss ({J.item()}); the schedule keeps its state "
+                "for this step",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        keep = ~finite
         first = ~self.started
         delta = (self.prev_loss - J) / (self.prev_loss + 1e-15)
         momentum = self.beta * self.momentum + (1.0 - self.beta) * delta
         t_lin = self.t_start + (self.t_end - self.t_start) * self.step.to(torch.float64) / self.total_steps
         t = torch.maximum(t_lin, self.t + self.alpha * torch.sigmoid(momentum) * (1.0 - self.t))
-        self.momentum.copy_(torch.where(first, self.momentum, momentum))
-        self.t.copy_(torch.where(first, self.t, t.clamp(max=self.t_end)))
-        self.prev_loss.copy_(J)
-        self.started.fill_(True)
+        self.momentum.copy_(torch.where(first | keep, self.momentum, momentum))
+        self.t.copy_(torch.where(first | keep, self.t, t.clamp(max=self.t_end)))
+        self.prev_loss.copy_(torch.where(keep, self.prev_loss, J))
+        self.started.copy_(self.started | finite)
         self.step.add_(1)
         return self.t
 
@@ -100,6 +111,8 @@ class TAIDLoss(FixedOptionsLoss):
     scalar J), ignore_index, backend and inplace_grad. The schedule follows the logits' device.
     """
 
+    function = staticmethod(taid)
+
     def __init__(
         self,
         total_steps: int,
@@ -110,9 +123,6 @@ class TAIDLoss(FixedOptionsLoss):
         **options: Any,
     ) -> None:
         super().__init__(options)
-        unknown = [name for name in options if name not in _LOSS_OPTIONS]
-        if unknown:
-            raise TypeError(f"TAIDLoss got unknown options {unknown}; expected some of {list(_LOSS_OPTIONS)}")
         checked = {k: options[k] for k in ("temperature", "reduction", "ignore_index") if k in options}
         if DivergenceOptions(**checked).reduction == "none":
             raise ValueError("TAIDLoss needs reduction 'mean' or 'sum' (its schedule needs a scalar loss)")

@@ -40,6 +40,56 @@ def mixture_log_weights(divergence: str, param: float) -> tuple[float, float]:
     return tuple(math.log(w) if w > 0 else float("-inf") for w in (teacher_weight, 1.0 - teacher_weight))
 
 
+def launch_divergence(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    valid: torch.Tensor,
+    labels: torch.Tensor | None,
+    scale: torch.Tensor,
+    grad: torch.Tensor | None,
+    divergence: str,
+    param: float,
+    temperature: float,
+    hard_label_weight: float,
+) -> torch.Tensor:
+    """Run the Triton kernel: per-token loss [N]; writes the gradient into ``grad`` unless it is None."""
+    from fastkd.kernels.divergence import divergence_kernel  # triton is imported on first launch only
+
+    rows, vocab = student.shape
+    loss = row_losses(student)
+    if rows == 0:
+        return loss
+    config = launch_policy(vocab)
+    lw1, lw2 = mixture_log_weights(divergence, param)
+    hard = hard_label_weight > 0.0
+    target = student if grad is None else grad
+    divergence_kernel[(rows,)](
+        student,
+        teacher,
+        target,
+        loss,
+        valid.view(torch.uint8),
+        labels if hard else valid,
+        scale,
+        student.stride(0),
+        teacher.stride(0),
+        target.stride(0),
+        vocab,
+        1.0 / temperature,
+        param,
+        lw1,
+        lw2,
+        hard_label_weight,
+        DIV=DIVERGENCES.index(divergence),
+        HARD=hard,
+        BLOCK=config.block,
+        SEARCH_BLOCK=config.search_block,
+        WRITE_GRAD=grad is not None,
+        num_warps=config.warps,
+    )
+    return loss
+
+
 @torch.library.custom_op("fastkd::divergence_fwd", mutates_args=("grad",), device_types=("cuda", "cpu"))
 def divergence_fwd(
     student: torch.Tensor,
@@ -59,41 +109,33 @@ def divergence_fwd(
     ``labels``: int64 [N] when ``hard_label_weight`` > 0; ``scale``: fp32 [] (1/N_valid for a mean).
     ``grad`` may be ``student`` itself (in-place gradient). Reads 2·N·V elements per pass (two passes
     for forward/reverse KL and soft CE, three for the rest, plus AKL's teacher-only search) and
-    writes N·V.
+    writes N·V. Rows with NaN or +inf (or −inf everywhere) get loss NaN and a NaN gradient row.
     """
-    from fastkd.kernels.divergence import divergence_kernel  # triton is imported on first launch only
-
-    rows, vocab = student.shape
-    loss = row_losses(student)
-    if rows == 0:
-        return loss
-    config = launch_policy(vocab)
-    lw1, lw2 = mixture_log_weights(divergence, param)
-    hard = hard_label_weight > 0.0
-    divergence_kernel[(rows,)](
-        student,
-        teacher,
-        grad,
-        loss,
-        valid.view(torch.uint8),
-        labels if hard else valid,
-        scale,
-        student.stride(0),
-        teacher.stride(0),
-        grad.stride(0),
-        vocab,
-        1.0 / temperature,
-        param,
-        lw1,
-        lw2,
-        hard_label_weight,
-        DIV=DIVERGENCES.index(divergence),
-        HARD=hard,
-        BLOCK=config.block,
-        SEARCH_BLOCK=config.search_block,
-        num_warps=config.warps,
+    return launch_divergence(
+        student, teacher, valid, labels, scale, grad, divergence, param, temperature, hard_label_weight
     )
-    return loss
+
+
+@torch.library.custom_op("fastkd::divergence_loss", mutates_args=(), device_types=("cuda", "cpu"))
+def divergence_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    valid: torch.Tensor,
+    labels: torch.Tensor | None,
+    divergence: str,
+    param: float,
+    temperature: float,
+    hard_label_weight: float,
+) -> torch.Tensor:
+    """Per-token loss [N] (fp32) of ``divergence`` only, for evaluation: no gradient is written.
+
+    Forward KL, soft CE and reverse KL read 2·N·V elements once; the others as ``divergence_fwd``.
+    """
+    one = torch.ones((), dtype=torch.float32, device=student.device)
+    return launch_divergence(
+        student, teacher, valid, labels, one, None, divergence, param, temperature, hard_label_weight
+    )
 
 
 divergence_fwd.register_fake(row_losses)
+divergence_loss.register_fake(row_losses)

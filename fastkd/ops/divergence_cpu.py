@@ -29,8 +29,42 @@ def divergence_cpu(
 ) -> torch.Tensor:
     """Per-token loss [N] (fp32) of ``divergence``; writes scale·∂loss/∂student into ``grad`` [N, V].
 
-    Arguments as for ``fastkd::divergence_fwd``; ``grad`` may be ``student`` itself.
+    Arguments as for ``fastkd::divergence_fwd``; ``grad`` may be ``student`` itself. Rows with NaN or
+    +inf (or −inf everywhere) get loss NaN and a NaN gradient row.
     """
+    return _run(
+        student, teacher, valid, labels, scale, grad, divergence, param, temperature, hard_label_weight
+    )
+
+
+@torch.library.custom_op("fastkd::divergence_loss_cpu", mutates_args=(), device_types="cpu")
+def divergence_loss_cpu(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    valid: torch.Tensor,
+    labels: torch.Tensor | None,
+    divergence: str,
+    param: float,
+    temperature: float,
+    hard_label_weight: float,
+) -> torch.Tensor:
+    """Per-token loss [N] (fp32) only, for evaluation: as ``fastkd::divergence_cpu``, writing nothing."""
+    one = torch.ones((), dtype=torch.float32)
+    return _run(student, teacher, valid, labels, one, None, divergence, param, temperature, hard_label_weight)
+
+
+def _run(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    valid: torch.Tensor,
+    labels: torch.Tensor | None,
+    scale: torch.Tensor,
+    grad: torch.Tensor | None,
+    divergence: str,
+    param: float,
+    temperature: float,
+    hard_label_weight: float,
+) -> torch.Tensor:
     from fastkd import _C  # the extension is loaded on first use only
 
     lw1, lw2 = mixture_log_weights(divergence, param)
@@ -51,3 +85,4 @@ def divergence_cpu(
 
 
 divergence_cpu.register_fake(row_losses)
+divergence_loss_cpu.register_fake(row_losses)

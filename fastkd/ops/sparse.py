@@ -25,6 +25,55 @@ def launch_policy(vocab: int, k: int) -> SparseLaunchConfig:
     return SparseLaunchConfig(base.block, k_block, base.warps)
 
 
+def launch_sparse_kl(
+    student: torch.Tensor,
+    indices: torch.Tensor,
+    logprobs: torch.Tensor,
+    rest: torch.Tensor,
+    valid: torch.Tensor,
+    scale: torch.Tensor,
+    grad: torch.Tensor | None,
+    renormalize: bool,
+    temperature: float,
+) -> torch.Tensor:
+    """Run the sparse-teacher kernel: per-token loss [N]; writes the gradient into ``grad`` unless None."""
+    from fastkd.kernels.sparse import sparse_kl_kernel  # triton is imported on first launch only
+
+    rows, vocab = student.shape
+    k = indices.shape[1]
+    loss = row_losses(student)
+    if rows == 0:
+        return loss
+    rest_bucket = has_rest_bucket(renormalize, k, vocab)
+    logprobs = logprobs.to(torch.float32)
+    if rest_bucket:
+        indices, order = indices.sort(dim=-1)
+        logprobs = logprobs.gather(-1, order)
+    config = launch_policy(vocab, k)
+    target = student if grad is None else grad
+    sparse_kl_kernel[(rows,)](
+        student,
+        indices.contiguous(),
+        logprobs.contiguous(),
+        rest,
+        target,
+        loss,
+        valid.view(torch.uint8),
+        scale,
+        student.stride(0),
+        target.stride(0),
+        vocab,
+        k,
+        1.0 / temperature,
+        REST=rest_bucket,
+        BLOCK=config.block,
+        K_BLOCK=config.k_block,
+        WRITE_GRAD=grad is not None,
+        num_warps=config.warps,
+    )
+    return loss
+
+
 @torch.library.custom_op("fastkd::sparse_kl_fwd", mutates_args=("grad",), device_types=("cuda", "cpu"))
 def sparse_kl_fwd(
     student: torch.Tensor,
@@ -44,39 +93,23 @@ def sparse_kl_fwd(
     ``valid``: bool [N]; ``scale``: fp32 [] (1/N_valid for a mean). With a rest bucket the indices are
     sorted per row first (the kernel walks them in ascending order). Reads 2·N·V elements and writes N·V.
     """
-    from fastkd.kernels.sparse import sparse_kl_kernel  # triton is imported on first launch only
+    return launch_sparse_kl(student, indices, logprobs, rest, valid, scale, grad, renormalize, temperature)
 
-    rows, vocab = student.shape
-    k = indices.shape[1]
-    loss = row_losses(student)
-    if rows == 0:
-        return loss
-    rest_bucket = has_rest_bucket(renormalize, k, vocab)
-    logprobs = logprobs.to(torch.float32)
-    if rest_bucket:
-        indices, order = indices.sort(dim=-1)
-        logprobs = logprobs.gather(-1, order)
-    config = launch_policy(vocab, k)
-    sparse_kl_kernel[(rows,)](
-        student,
-        indices.contiguous(),
-        logprobs.contiguous(),
-        rest,
-        grad,
-        loss,
-        valid.view(torch.uint8),
-        scale,
-        student.stride(0),
-        grad.stride(0),
-        vocab,
-        k,
-        1.0 / temperature,
-        REST=rest_bucket,
-        BLOCK=config.block,
-        K_BLOCK=config.k_block,
-        num_warps=config.warps,
-    )
-    return loss
+
+@torch.library.custom_op("fastkd::sparse_kl_loss", mutates_args=(), device_types=("cuda", "cpu"))
+def sparse_kl_loss(
+    student: torch.Tensor,
+    indices: torch.Tensor,
+    logprobs: torch.Tensor,
+    rest: torch.Tensor,
+    valid: torch.Tensor,
+    renormalize: bool,
+    temperature: float,
+) -> torch.Tensor:
+    """Per-token loss [N] (fp32) only, for evaluation: reads N·V elements once, writes nothing else."""
+    one = torch.ones((), dtype=torch.float32, device=student.device)
+    return launch_sparse_kl(student, indices, logprobs, rest, valid, one, None, renormalize, temperature)
 
 
 sparse_kl_fwd.register_fake(row_losses)
+sparse_kl_loss.register_fake(row_losses)

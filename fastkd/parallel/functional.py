@@ -10,7 +10,7 @@ import torch.distributed as dist
 
 from fastkd.backends import resolve
 from fastkd.boundary.fused_linear import FusedLinearOptions, LogitTransform, prepare_fused_linear
-from fastkd.boundary.inputs import _check_label_range, _check_logits, prepare
+from fastkd.boundary.inputs import _check_logits, check_label_range, prepare
 from fastkd.boundary.options import DivergenceOptions
 from fastkd.boundary.parallel import PARALLEL_DIVERGENCES, ShardLayout
 from fastkd.boundary.sparse import SparseOptions, prepare_sparse
@@ -39,7 +39,7 @@ def _local_labels(
     """Slice-local label ids for the hard-label term (global ids checked against the global V)."""
     if not options.needs_labels:
         return None
-    _check_label_range(labels, valid, layout.vocab)
+    check_label_range(labels, valid, layout.vocab)
     return labels - layout.offset
 
 

@@ -91,9 +91,10 @@ def akl_weights(lp: torch.Tensor, lq: torch.Tensor, mu: float) -> tuple[torch.Te
 
 
 def akl(lp: torch.Tensor, lq: torch.Tensor, mu: float) -> torch.Tensor:
-    """w_H·KL(p‖q) + w_T·KL(q‖p) with the adaptive head/tail weights of :func:`akl_weights`."""
+    """w_H·KL(p‖q) + w_T·KL(q‖p) with the adaptive head/tail weights of :func:`akl_weights`; a reverse
+    part of weight 0 drops out (even where it is +inf)."""
     w_head, w_tail = akl_weights(lp, lq, mu)
-    return w_head * forward_kl(lp, lq) + w_tail * reverse_kl(lp, lq)
+    return w_head * forward_kl(lp, lq) + torch.where(w_tail > 0, w_tail * reverse_kl(lp, lq), 0.0)
 
 
 _PLAIN = {
@@ -112,22 +113,64 @@ def per_token_divergence(lp: torch.Tensor, lq: torch.Tensor, divergence: str, pa
     return _PLAIN[divergence](lp, lq)
 
 
+def nonfinite_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Bool [N]: rows of the tempered logits a, b with NaN or +inf, or −inf everywhere, in either
+    (exactly the rows whose log-sum-exp is not finite)."""
+    with torch.no_grad():
+        return ~(torch.logsumexp(a, dim=-1).isfinite() & torch.logsumexp(b, dim=-1).isfinite())
+
+
+def poison_rows(loss: torch.Tensor, student: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
+    """``loss`` [N] with NaN at the ``bad`` rows, whose gradient w.r.t. ``student`` [N, V] is NaN too
+    (so GradScaler skips the step); the other rows' gradients are untouched."""
+    poison = student.sum(-1) * torch.where(bad, float("nan"), 0.0)
+    return torch.where(bad, poison, loss)
+
+
+def infinite_rows(lp: torch.Tensor, lq: torch.Tensor, options: DivergenceOptions) -> torch.Tensor:
+    """Bool [N]: rows whose divergence is +inf because the teacher is −inf where the student has mass
+    (reverse KL, skew reverse KL at α = 0, AKL with a reverse part of weight > 0); spec conventions."""
+    with torch.no_grad():
+        outside = ((lp == NEG_INF) & (lq.exp() > 0)).any(-1)
+        if options.divergence == "akl":
+            return outside & (akl_weights(lp, lq, options.param)[1] > 0)
+        reverse = options.divergence == "reverse_kl"
+        return (
+            outside
+            if reverse or (options.divergence, options.param) == ("skew_reverse_kl", 0.0)
+            else outside & False
+        )
+
+
 def divergence_rows(flat: FlatInputs, options: DivergenceOptions) -> torch.Tensor:
-    """Per-token loss [N] (fp32, or fp64 for fp64 inputs), 0 at invalid tokens."""
+    """Per-token loss [N] (fp32, or fp64 for fp64 inputs), 0 at invalid tokens.
+
+    A non-finite row (:func:`nonfinite_rows`) has loss NaN and a NaN gradient; an infinite one
+    (:func:`infinite_rows`) has loss +inf and a zero gradient: both are computed on a harmless uniform
+    row instead, so that nothing else sees them.
+    """
     compute = torch.float64 if flat.student.dtype == torch.float64 else torch.float32
     keep = flat.valid[:, None]
     student = flat.student.to(compute).masked_fill(~keep, 0.0)
     teacher = flat.teacher.to(compute).masked_fill(~keep, 0.0)
     t = options.temperature
-    lq = F.log_softmax(student / t, dim=-1)
-    lp = F.log_softmax(teacher / t, dim=-1)
+    b, a = student / t, teacher / t
+    bad = nonfinite_rows(a, b)
+    lq = F.log_softmax(b, dim=-1)
+    lp = F.log_softmax(a, dim=-1)
+    infinite = infinite_rows(lp, lq, options) & ~bad
+    harmless = (bad | infinite)[:, None]
+    uniform = -math.log(student.shape[-1])
+    lq = torch.where(harmless, uniform, lq)
+    lp = torch.where(harmless, uniform, lp)
     loss = per_token_divergence(lp, lq, options.divergence, options.param)
     w = options.hard_label_weight
     if w > 0.0:
         targets = flat.labels.masked_fill(~flat.valid, 0)
-        hard = F.cross_entropy(student, targets, reduction="none")
+        hard = F.cross_entropy(student.masked_fill(harmless, 0.0), targets, reduction="none")
         loss = (1.0 - w) * loss + w * hard
-    return torch.where(flat.valid, loss, 0.0)
+    loss = torch.where(infinite, float("inf"), loss)
+    return torch.where(flat.valid, poison_rows(loss, student, bad), 0.0)
 
 
 def divergence_loss(flat: FlatInputs, options: DivergenceOptions) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from fastkd.reference.divergence import nonfinite_rows, poison_rows
 from fastkd.reference.softrank import rank_loss
 
 
@@ -30,10 +31,14 @@ def topk_union_reference(
 
 def ranking_rows(student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor, k: int) -> torch.Tensor:
     """Per-token 1 − ρ(soft_rank(u[I]), soft_rank(z[I])) (fp32 [N], 0 at invalid tokens); autograd
-    gives the student's gradient (through the gathered logits, so only at the ≤ 2k indices)."""
+    gives the student's gradient (through the gathered logits, so only at the ≤ 2k indices). A valid
+    row with NaN or +inf, or −inf everywhere, in either input has loss NaN and a NaN gradient row."""
+    bad = nonfinite_rows(teacher.detach().to(torch.float32), student.detach().to(torch.float32)) & valid
+    raw = student
+    student, teacher = (torch.where(bad[:, None], 0.0, x) for x in (student, teacher))
     index, slot = topk_union_reference(student, teacher, k)
     slot = slot & valid[:, None]
     a = teacher.detach().gather(-1, index)
     b = student.gather(-1, index)
-    loss = rank_loss(a, b, slot)
+    loss = poison_rows(rank_loss(a, b, slot), raw, bad)
     return torch.where(valid, loss, 0.0).to(torch.float32)

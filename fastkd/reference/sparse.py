@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from fastkd.boundary.inputs import reduce_rows
 from fastkd.boundary.sparse import SparseInputs, SparseOptions, has_rest_bucket
-from fastkd.reference.divergence import _kl_terms
+from fastkd.reference.divergence import _kl_terms, poison_rows
 
 NEG_INF = float("-inf")
 
@@ -42,6 +42,10 @@ def sparse_kl_rows(flat: SparseInputs, options: SparseOptions) -> torch.Tensor:
         b = b.masked_fill(~keep, 0.0)
     if options.temperature != 1.0:
         b = b / options.temperature
+    with torch.no_grad():
+        bad = ~b.logsumexp(dim=-1).isfinite()  # NaN, +inf or all −inf: loss and gradient NaN
+    raw = b
+    b = torch.where(bad[:, None], 0.0, b)
     rest = has_rest_bucket(options.renormalize, k, flat.student.shape[1])
     if rest:  # log q_rest from a log-sum-exp over the columns outside the support, never 1 − Σ q_k
         b_support = b.gather(-1, indices)
@@ -54,7 +58,7 @@ def sparse_kl_rows(flat: SparseInputs, options: SparseOptions) -> torch.Tensor:
     loss = _kl_terms(lp, lq).sum(-1)
     if rest:
         loss = loss + _kl_terms(lp_rest[:, None], lse_rest - lse_all).squeeze(-1)
-    return torch.where(flat.valid, loss, 0.0)
+    return torch.where(flat.valid, poison_rows(loss, raw, bad), 0.0)
 
 
 def sparse_kl_loss(flat: SparseInputs, options: SparseOptions) -> torch.Tensor:

@@ -12,18 +12,15 @@ import torch.nn.functional as F
 
 from fastkd.boundary.inputs import FlatInputs, reduce_rows
 from fastkd.boundary.options import DivergenceOptions
-
-
-def _drop_zero_weight(x: torch.Tensor) -> torch.Tensor:
-    """In place: the NaN of 0·(−inf) (a side of weight 0 at a −inf logit) becomes 0, ±inf stay."""
-    return x.nan_to_num_(nan=0.0, posinf=float("inf"), neginf=float("-inf"))
+from fastkd.reference.divergence import nonfinite_rows, poison_rows
 
 
 def interpolated_logits(b: torch.Tensor, a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """(1 − t)·b + t·a without gradient, a side with weight 0 dropped entirely (t = 0 or 1)."""
+    """(1 − t)·b + t·a without gradient, a side with weight 0 dropped entirely (t = 0 or 1), so that
+    its −inf entries give no 0·(−inf) = NaN; real NaN stays NaN."""
     with torch.no_grad():
-        mixed = _drop_zero_weight((1 - t) * b)
-        return mixed.add_(_drop_zero_weight(t * a))
+        student_part = torch.where(t < 1, (1 - t) * b, 0.0)
+        return student_part + torch.where(t > 0, t * a, 0.0)
 
 
 def taid_per_token(b: torch.Tensor, a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -37,15 +34,18 @@ def taid_per_token(b: torch.Tensor, a: torch.Tensor, t: torch.Tensor) -> torch.T
 
 
 def taid_rows(flat: FlatInputs, t: torch.Tensor, options: DivergenceOptions) -> torch.Tensor:
-    """Per-token TAID loss [N] (fp32, or fp64 for fp64 inputs), 0 at invalid tokens."""
+    """Per-token TAID loss [N] (fp32, or fp64 for fp64 inputs), 0 at invalid tokens; NaN (and a NaN
+    gradient row) where either row holds NaN or +inf or is −inf everywhere."""
     compute = torch.float64 if flat.student.dtype == torch.float64 else torch.float32
     keep = flat.valid[:, None]
     student = flat.student.to(compute).masked_fill(~keep, 0.0)
     teacher = flat.teacher.to(compute).masked_fill(~keep, 0.0)
     if options.temperature != 1.0:
         student, teacher = student / options.temperature, teacher / options.temperature
-    loss = taid_per_token(student, teacher, t.to(compute))
-    return torch.where(flat.valid, loss, 0.0)
+    bad = nonfinite_rows(teacher, student)
+    uniform = torch.where(bad[:, None], 0.0, student)  # a harmless row where the inputs are not finite
+    loss = taid_per_token(uniform, torch.where(bad[:, None], 0.0, teacher), t.to(compute))
+    return torch.where(flat.valid, poison_rows(loss, student, bad), 0.0)
 
 
 def taid_loss(flat: FlatInputs, t: torch.Tensor, options: DivergenceOptions) -> torch.Tensor:

@@ -252,6 +252,33 @@ def run_case(case: dict, rank: int, world: int, counter: ByteCounter) -> dict:
     return dict(case=case, **sent, rows=6, **result)
 
 
+def nonfinite_case(rank: int, world: int, backend: str) -> dict:
+    """Row 0 holds a NaN in the student's last column (the last rank's slice), row 1 a teacher −inf
+    where the student has mass (reverse KL is +inf there): on every rank, as in one process, row 0
+    has loss NaN and a NaN gradient, row 1 loss +inf and a zero gradient, row 2 is finite."""
+    gen = torch.Generator().manual_seed(7)
+    student, teacher = torch.randn(3, VOCAB, generator=gen), torch.randn(3, VOCAB, generator=gen)
+    student[0, -1] = float("nan")
+    teacher[1, 0] = float("-inf")
+    cut = slice(sum(SIZES[world][:rank]), sum(SIZES[world][: rank + 1]))
+    results = {}
+    for name, logits in (("single", student), ("parallel", student[:, cut])):
+        z = logits.clone().requires_grad_()
+        if name == "single":
+            loss = L.kd_loss(z, teacher, "reverse_kl", reduction="none", backend=backend)
+        else:
+            loss = vocab_parallel_kd_loss(z, teacher[:, cut], "reverse_kl", reduction="none", backend=backend)
+        loss.backward(torch.ones(3))
+        grad = z.grad if name == "parallel" else z.grad[:, cut]
+        results[name] = dict(
+            loss=[str(v) for v in loss.tolist()[:2]],
+            nan_grad=bool(grad[0].isnan().all()),
+            zero_grad=bool((grad[1] == 0).all()),
+            finite=bool(grad[2].isfinite().all()),
+        )
+    return results
+
+
 def _message(call: object) -> str:
     try:
         call()
@@ -290,7 +317,10 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
     results = [run_case(case, rank, world, counter) for case in cases(world)]
     results += [run_fused_case(case, rank, world, counter) for case in fused_cases(world)]
     results += [run_sparse_case(case, rank, world, counter) for case in sparse_cases(world)]
+    backends = ["cpu", "torch"] if extension_available() else ["torch"]
+    nonfinite = {backend: nonfinite_case(rank, world, backend) for backend in backends}
     faults = fault_cases(rank)
-    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(dict(results=results, faults=faults)))
+    record = dict(results=results, faults=faults, nonfinite=nonfinite)
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(record))
     dist.barrier()
     dist.destroy_process_group()

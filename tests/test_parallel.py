@@ -115,3 +115,13 @@ def test_needs_an_initialised_process_group():
         pytest.skip("a process group is initialised in this process")
     with pytest.raises(RuntimeError, match=r"initialised torch\.distributed"):
         vocab_parallel_kd_loss(torch.randn(2, 4), torch.randn(2, 4))
+
+
+def test_nonfinite_rows_follow_the_single_process_conventions(run):
+    _, ranks = run
+    for rank in ranks:
+        for backend, result in rank["nonfinite"].items():
+            assert result["single"]["loss"] == ["nan", "inf"], backend
+            assert result["parallel"] == result["single"], backend
+            assert result["parallel"]["nan_grad"] and result["parallel"]["zero_grad"], backend
+            assert result["parallel"]["finite"], backend

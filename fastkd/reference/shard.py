@@ -70,7 +70,14 @@ def divergence_shard_torch(
     if hard_label_weight > 0:
         hard = hard_label_grad(z, stats[:, 2].to(dtype), labels)
         out = (1.0 - hard_label_weight) * out + hard_label_weight * hard
-    grad.copy_(torch.where(valid[:, None], out * scale, 0.0))
+    # As in the fused kernels: a +inf global row sum means a +inf divergence (teacher −inf where the
+    # student has mass): loss +inf, zero gradient.
+    # A non-finite global log-sum-exp (NaN or +inf in some slice, or −inf everywhere): NaN.
+    infinite = torch.zeros_like(valid) if divergence in CONSTANT_ROW_SUM else stats[:, 3] == float("inf")
+    bad = ~stats[:, :2].isfinite().all(-1)
+    out = torch.where(bad[:, None], float("nan"), out)
+    grad.copy_(torch.where((valid & ~infinite)[:, None], out * scale, 0.0))
+    terms = torch.where(bad, float("nan"), torch.where(infinite, float("inf"), terms))
     return torch.where(valid, terms, 0.0).to(torch.float32)
 
 

@@ -13,7 +13,8 @@ PYBIND11_MODULE(_C, m) {
         py::arg("student"), py::arg("teacher"), py::arg("valid"), py::arg("labels"), py::arg("scale"),
         py::arg("grad"), py::arg("divergence"), py::arg("param"), py::arg("temperature"),
         py::arg("hard_label_weight"), py::arg("lw1"), py::arg("lw2"), py::arg("student_softcap") = 0.0,
-        py::arg("teacher_softcap") = 0.0);
+        py::arg("teacher_softcap") = 0.0, py::arg("phase") = 0,
+        py::arg("stats") = py::none());
 #ifdef FASTKD_WITH_CUDA
   m.def("divergence_fwd_cuda", &fastkd::divergence_fwd_cuda,
         "Fused divergence loss rows and scaled gradient, one thread-block cluster per row (sm_90)",

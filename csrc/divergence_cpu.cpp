@@ -39,11 +39,20 @@ struct Row {
   int32_t* order;                // AKL's index scratch
 };
 
+// Phases of a call. kFull is the single-process loss. The others serve fastkd.parallel, where the
+// row is one rank's contiguous slice of the vocabulary and the stats row [4] holds (lse_a, lse_b,
+// lse_z, c): kStats writes the slice's log-sum-exps; kRowSum reads the global ones and writes the
+// slice's c = Σ q·h; kGrad reads the global statistics, returns the slice's (unweighted) soft loss
+// terms and writes the slice's gradient, the hard-label part included (label local, or out of
+// [0, n) when another rank holds it). The caller combines the slices with O(rows) all-reduces.
+enum Phase : int { kFull, kStats, kRowSum, kGrad };
+
 struct Call {
   RowParams rp;
   int div;
   float inv_t, hard_w, scale, s_cap, t_cap;
   bool hard;
+  int phase = kFull;
 };
 
 // out = k·x in fp32, or k·cap·tanh(x/cap) for a softcap cap > 0 (the fused-linear path); returns max(out).
@@ -130,7 +139,12 @@ FASTKD_CLONES float soft_part(const Row& row, int64_t n, const RowStats& st, con
     }
     return w_head * loss + (tail ? w_tail * rkl : 0.0f);
   } else {
-    if constexpr (DIV == FORWARD_KL || DIV == SOFT_CE) c = -1.0f;
+    if constexpr (DIV == FORWARD_KL || DIV == SOFT_CE) {
+      c = -1.0f;
+    } else if (st.c_io != nullptr) {  // vocabulary-parallel: publish the slice's c, or use the global c
+      if (call.phase == kRowSum) *st.c_io = c;
+      c = *st.c_io;
+    }
     *infinite = c == kPosInf;
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) row.h[i] = row.h[i] - row.q[i] * c;
@@ -160,20 +174,50 @@ float dispatch_soft(const Row& row, int64_t n, const RowStats& st, const Call& c
   }
 }
 
+// Vocabulary-parallel: the normaliser that turns the slice's e = exp(x − shift) (exp_shifted) into
+// probabilities of the global row, exp(shift − lse) with lse the global log-sum-exp.
+FASTKD_INLINE float global_inv_sum(float max, float lse) {
+  return std::exp((max == kNegInf ? 0.0f : max) - lse);
+}
+
+// Vocabulary-parallel: kStats stores the slice's log-sum-exps (a slice may be all −inf: padding) and
+// returns true; the other phases put the global ones into ``st`` (and point it at the row's c).
+FASTKD_INLINE bool slice_stats(const Row& row, int64_t n, const Call& call, float max_a, float max_b,
+                               float* stats, RowStats& st) {
+  if (call.phase == kStats) {
+    float unused;
+    stats[0] = st.lse_a;
+    stats[1] = st.lse_b;
+    stats[2] = call.hard ? exp_shifted(row.z, max_of(row.z, n), row.z, n, &unused) : 0.0f;
+    return true;
+  }
+  st.inv_sum_a = global_inv_sum(max_a, stats[0]);
+  st.inv_sum_b = global_inv_sum(max_b, stats[1]);
+  st.lse_a = stats[0];
+  st.lse_b = stats[1];
+  st.c_io = stats + 3;
+  return false;
+}
+
 // One valid row: returns its loss and leaves the scaled fp32 gradient in row.h. A row with NaN or
 // +inf in either input, or −inf everywhere, has a non-finite log-sum-exp (NaN reaches the sum, and
 // inf − inf is NaN): its loss and gradient are NaN. A +inf divergence gives a zero gradient.
+// With ``stats`` (a vocabulary-parallel phase, see Phase) the row is a slice and the checks apply
+// to the global statistics.
 FASTKD_CLONES float valid_row(const Row& row, int64_t n, const Call& call, float max_a, float max_b,
-                              int64_t label) {
+                              int64_t label, float* stats) {
   RowStats st;
   st.lse_a = exp_shifted(row.a, max_a, row.p, n, &st.inv_sum_a);
   st.lse_b = exp_shifted(row.b, max_b, row.q, n, &st.inv_sum_b);
+  const bool here = stats == nullptr || (label >= 0 && label < n);  // the label's logit is in this row
+  if (stats != nullptr && slice_stats(row, n, call, max_a, max_b, stats, st)) return 0.0f;
   if (!(std::fabs(st.lse_a) < kPosInf && std::fabs(st.lse_b) < kPosInf)) {
     std::fill(row.h, row.h + n, kNaN);
     return kNaN;
   }
   bool infinite = false;
   const float soft = dispatch_soft(row, n, st, call, max_a, &infinite);
+  if (call.phase == kRowSum) return soft;
   if (infinite) {
     std::fill(row.h, row.h + n, 0.0f);
     return kPosInf;
@@ -184,14 +228,16 @@ FASTKD_CLONES float valid_row(const Row& row, int64_t n, const Call& call, float
     for (int64_t i = 0; i < n; ++i) row.h[i] *= k_soft;
     return soft;
   }
-  const float z_label = row.z[label];
+  const float z_label = here ? row.z[label] : 0.0f;
   float inv_sum_z;
-  const float lse_z = exp_shifted(row.z, max_of(row.z, n), row.z, n, &inv_sum_z);
+  const float max_z = max_of(row.z, n);
+  const float lse_z = exp_shifted(row.z, max_z, row.z, n, &inv_sum_z);
+  if (stats != nullptr) inv_sum_z = global_inv_sum(max_z, stats[2]);
   const float k_hard = call.hard_w * call.scale * inv_sum_z;
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) row.h[i] = row.h[i] * k_soft + row.z[i] * k_hard;
-  row.h[label] -= call.hard_w * call.scale;
-  return (1.0f - call.hard_w) * soft + call.hard_w * (lse_z - z_label);
+  if (here) row.h[label] -= call.hard_w * call.scale;
+  return stats != nullptr ? soft : (1.0f - call.hard_w) * soft + call.hard_w * (lse_z - z_label);
 }
 
 }  // namespace
@@ -200,7 +246,8 @@ at::Tensor divergence_fwd_cpu(const at::Tensor& student, const at::Tensor& teach
                               const std::optional<at::Tensor>& labels, const at::Tensor& scale,
                               const std::optional<at::Tensor>& grad, int64_t divergence, double param,
                               double temperature, double hard_label_weight, double lw1, double lw2,
-                              double student_softcap, double teacher_softcap) {
+                              double student_softcap, double teacher_softcap, int64_t phase,
+                              const std::optional<at::Tensor>& stats) {
   const bool write = grad.has_value();
   TORCH_CHECK(student.dim() == 2 && teacher.sizes() == student.sizes() &&
                   (!write || grad->sizes() == student.sizes()),
@@ -211,6 +258,12 @@ at::Tensor divergence_fwd_cpu(const at::Tensor& student, const at::Tensor& teach
   TORCH_CHECK(valid.scalar_type() == at::kBool && valid.is_contiguous() && valid.numel() == student.size(0),
               "valid must be a contiguous bool [N] tensor");
   TORCH_CHECK(divergence >= FORWARD_KL && divergence <= AKL, "unknown divergence index ", divergence);
+  TORCH_CHECK(phase >= kFull && phase <= kGrad, "unknown phase ", phase);
+  const bool sliced = phase != kFull;  // a vocabulary-parallel phase on one rank's slice
+  TORCH_CHECK(!sliced || divergence != AKL, "akl has no vocabulary-parallel phases");
+  TORCH_CHECK(!sliced || (stats.has_value() && stats->scalar_type() == at::kFloat && stats->is_contiguous() &&
+                          stats->dim() == 2 && stats->size(0) == student.size(0) && stats->size(1) == 4),
+              "a vocabulary-parallel phase needs contiguous fp32 stats [N, 4]");
   const bool hard = hard_label_weight > 0.0;
   TORCH_CHECK(!hard || (labels.has_value() && labels->scalar_type() == at::kLong && labels->is_contiguous()),
               "the hard-label term needs contiguous int64 labels");
@@ -224,7 +277,8 @@ at::Tensor divergence_fwd_cpu(const at::Tensor& student, const at::Tensor& teach
                   scale.to(at::kFloat).item<float>(),
                   static_cast<float>(student_softcap),
                   static_cast<float>(teacher_softcap),
-                  hard};
+                  hard,
+                  static_cast<int>(phase)};
   const Loader load_s = loader(student.scalar_type()), load_t = loader(teacher.scalar_type());
   const Storer store_g = storer(student.scalar_type());
   const int threads = static_cast<int>(std::min<int64_t>(std::max(at::get_num_threads(), 1), rows));
@@ -233,6 +287,7 @@ at::Tensor divergence_fwd_cpu(const at::Tensor& student, const at::Tensor& teach
   const bool* valid_ptr = valid.data_ptr<bool>();
   const int64_t* label_ptr = hard ? labels->data_ptr<int64_t>() : nullptr;
   float* loss_ptr = loss.data_ptr<float>();
+  float* stats_ptr = sliced ? stats->data_ptr<float>() : nullptr;
   const auto* s_base = static_cast<const char*>(student.data_ptr());
   const auto* t_base = static_cast<const char*>(teacher.data_ptr());
   auto* g_base = write ? static_cast<char*>(grad->data_ptr()) : nullptr;
@@ -252,12 +307,13 @@ at::Tensor divergence_fwd_cpu(const at::Tensor& student, const at::Tensor& teach
         const float max_b = load_s(s_base + r * s_step, n, call.inv_t, call.s_cap, row.b);
         const float max_a = load_t(t_base + r * t_step, n, call.inv_t, call.t_cap, row.a);
         if (hard) load_s(s_base + r * s_step, n, 1.0f, call.s_cap, row.z);
-        loss_ptr[r] = valid_row(row, n, call, max_a, max_b, hard ? label_ptr[r] : 0);
+        loss_ptr[r] = valid_row(row, n, call, max_a, max_b, hard ? label_ptr[r] : 0,
+                                sliced ? stats_ptr + 4 * r : nullptr);
         if (write && call.s_cap > 0.0f) chain_softcap(row.b, n, call.s_cap, call.inv_t, row.h);
       } else if (write) {
         std::fill(row.h, row.h + n, 0.0f);
       }
-      if (write) store_g(row.h, n, g_base + r * g_step);
+      if (write && (phase == kFull || phase == kGrad)) store_g(row.h, n, g_base + r * g_step);
     }
   }
   return loss;

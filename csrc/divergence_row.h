@@ -27,6 +27,9 @@ struct RowParams {
 // Row statistics after the statistics pass: log-sum-exps and the normalisers of ea, eb.
 struct RowStats {
   float lse_a, lse_b, inv_sum_a, inv_sum_b;
+  // Vocabulary-parallel phases (fastkd.parallel) only: where the row-sum pass writes the slice's
+  // c = Σ q·h and the gradient pass reads the global c (nullptr in the single-process path).
+  float* c_io = nullptr;
 };
 
 FASTKD_INLINE float max_of(const float* x, int64_t n) {

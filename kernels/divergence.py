@@ -376,3 +376,94 @@ def divergence_kernel(
     elif WRITE_GRAD:
         _fill_row(g_row, V, fill, BLOCK)
     tl.store(loss_ptr + row, loss)
+
+
+# Vocabulary-parallel entry (fastkd.parallel; phases as in fastkd.boundary.parallel). The row is one
+# rank's contiguous slice of the vocabulary; per-row statistics travel in stats [N, 4] fp32
+# (lse_a, lse_b, lse_z, c) between the phases and the collectives that make them global.
+SHARD_STATS = tl.constexpr(1)
+SHARD_ROW_SUM = tl.constexpr(2)
+SHARD_GRAD = tl.constexpr(3)
+
+
+@triton.jit
+def divergence_shard_kernel(
+    s_ptr,
+    t_ptr,
+    g_ptr,
+    loss_ptr,
+    stats_ptr,
+    valid_ptr,
+    labels_ptr,
+    scale_ptr,
+    s_stride,
+    t_stride,
+    g_stride,
+    V,
+    inv_t,
+    param,
+    lw1,
+    lw2,
+    hard_w,
+    DIV: tl.constexpr,
+    HARD: tl.constexpr,
+    PHASE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """One phase of a vocabulary-parallel divergence on a slice of V logits, from the passes above.
+
+    SHARD_STATS (pass A, reads 2V): writes the slice's lse_a, lse_b (and lse_z of raw z when HARD).
+    SHARD_ROW_SUM (pass B, reads 2V): from the global lse_a, lse_b, writes the slice's c = Σ q·h.
+    SHARD_GRAD (pass C, reads 2V, writes V): from the global statistics, the slice's soft loss terms
+    (not weighted by 1 − hard_w) and its gradient, hard-label part included; ``labels_ptr`` holds
+    slice-local ids, out of [0, V) when another rank holds the label. AKL has no phases.
+    """
+    row = tl.program_id(0).to(tl.int64)
+    s_row = s_ptr + row * s_stride
+    t_row = t_ptr + row * t_stride
+    g_row = g_ptr + row * g_stride
+    st_row = stats_ptr + row * 4
+    zero = tl.zeros((), tl.float32)
+    loss = zero
+    fill = zero
+    if tl.load(valid_ptr + row) != 0:
+        if PHASE == SHARD_STATS:  # a slice may be -inf everywhere (padding): only the global row counts
+            lse_a, lse_b, lse_z, one_pass, top1, best = _row_stats(
+                s_row, t_row, V, inv_t, 0.0, 0.0, FORWARD_KL, HARD, False, 0, BLOCK
+            )
+            tl.store(st_row, lse_a)
+            tl.store(st_row + 1, lse_b)
+            tl.store(st_row + 2, lse_z)
+        else:
+            lse_a = tl.load(st_row)
+            lse_b = tl.load(st_row + 1)
+            if (tl.abs(lse_a) < POS_INF) & (tl.abs(lse_b) < POS_INF):
+                if PHASE == SHARD_ROW_SUM:
+                    head = tl.zeros((), tl.int64)
+                    c, g_head, g_tail, rkl = _row_reduction(
+                        s_row, t_row, V, inv_t, 0.0, 0.0, lse_a, lse_b, param, lw1, lw2, head, zero, zero,
+                        head, DIV, 0, BLOCK,
+                    )  # fmt: skip
+                    tl.store(st_row + 3, c)
+                else:
+                    c = zero - 1.0
+                    if DIV != FORWARD_KL and DIV != SOFT_CE:
+                        c = tl.load(st_row + 3)
+                    infinite = c == POS_INF
+                    label = tl.zeros((), tl.int64)
+                    lse_z = zero
+                    if HARD:
+                        label = tl.load(labels_ptr + row)
+                        lse_z = tl.load(st_row + 2)
+                    loss = _grad_pass(
+                        s_row, t_row, g_row, V, inv_t, 0.0, 0.0, lse_a, lse_b, lse_z, param, lw1, lw2, c, c,
+                        c, c, tl.load(scale_ptr), label, hard_w, infinite, DIV, HARD, True, 0, BLOCK,
+                    )  # fmt: skip
+                    loss = tl.where(infinite, POS_INF, loss)
+            elif PHASE == SHARD_GRAD:  # a non-finite global row: NaN loss and gradient
+                loss += NAN
+                fill += NAN
+                _fill_row(g_row, V, fill, BLOCK)
+    elif PHASE == SHARD_GRAD:
+        _fill_row(g_row, V, fill, BLOCK)
+    tl.store(loss_ptr + row, loss)

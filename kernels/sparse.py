@@ -24,7 +24,7 @@ its loss and gradient row are NaN. (Teacher slots are checked at the boundary.)
 import triton
 import triton.language as tl
 
-from .divergence import NAN, NEG_INF, POS_INF, _fill_row, _online_lse
+from .divergence import NAN, NEG_INF, POS_INF, SHARD_GRAD, SHARD_STATS, _fill_row, _online_lse
 
 
 @triton.jit
@@ -228,3 +228,98 @@ def _sparse_row(
         tl.debug_barrier()
     slots = _slot_pass(s_row, idx_row, lp_row, g_row, k, inv_t, lse_t, lse_all, coef, WRITE_GRAD, K_BLOCK)
     return loss + slots
+
+
+@triton.jit
+def _owned_slots(s_row, idx_row, lp_row, start, k, V, inv_t, K_BLOCK: tl.constexpr):
+    """Slots [start, start + K_BLOCK) for a vocabulary slice of V columns: slice-local indices, which
+    slots this slice holds, tempered teacher log-probs a, and the student's b where held (else -inf)."""
+    slots = start + tl.arange(0, K_BLOCK)
+    inside = slots < k
+    ids = tl.load(idx_row + slots, mask=inside, other=-1)
+    owned = inside & (ids >= 0) & (ids < V)
+    a = tl.load(lp_row + slots, mask=inside, other=NEG_INF) * inv_t
+    b = tl.load(s_row + ids, mask=owned, other=NEG_INF).to(tl.float32) * inv_t
+    return ids, owned, a, b
+
+
+@triton.jit
+def sparse_kl_shard_kernel(
+    s_ptr,
+    idx_ptr,
+    lp_ptr,
+    rest_ptr,
+    g_ptr,
+    loss_ptr,
+    stats_ptr,
+    valid_ptr,
+    scale_ptr,
+    s_stride,
+    g_stride,
+    V,
+    k,
+    inv_t,
+    REST: tl.constexpr,
+    PHASE: tl.constexpr,
+    BLOCK: tl.constexpr,
+    K_BLOCK: tl.constexpr,
+):
+    """Vocabulary-parallel entry (fastkd.parallel): one phase on a slice of V student logits, the
+    teacher's k slots holding slice-local ids (ascending when REST; outside [0, V) on other ranks).
+
+    SHARD_STATS (pass A, reads V, twice with REST): stats[row, 0] = the slice's log-sum-exp of b, and
+    with REST stats[row, 1] = that over the slice's columns outside the support.
+    SHARD_GRAD (pass C, reads V + O(k), writes V): from the global ones in stats[row, 0:2], the slice's
+    dense gradient and, over the slots it holds, (q_k − p̃_k)/T; returns the slice's −Σ p̃_k b_k
+    (the only part of the loss that needs the student's slot logits). Gradient scaled as above. A
+    non-finite global row (NaN or +inf in some slice, or −inf everywhere) gets NaN.
+    """
+    row = tl.program_id(0).to(tl.int64)
+    s_row = s_ptr + row * s_stride
+    g_row = g_ptr + row * g_stride
+    idx_row = idx_ptr + row * k
+    lp_row = lp_ptr + row * k
+    st_row = stats_ptr + row * 4
+    picked = tl.zeros((), tl.float32)
+    fill = tl.zeros((), tl.float32)
+    if tl.load(valid_ptr + row) != 0:
+        if PHASE == SHARD_STATS:
+            tl.store(st_row, _student_lse(s_row, idx_row, V, k, inv_t, False, BLOCK))
+            if REST:
+                tl.store(st_row + 1, _student_lse(s_row, idx_row, V, k, inv_t, True, BLOCK))
+        else:
+            lse_all = tl.load(st_row)
+            lse_rest = tl.load(st_row + 1)
+            if tl.abs(lse_all) < POS_INF:
+                m_a = tl.full((), NEG_INF, tl.float32)
+                s_a = tl.zeros((), tl.float32)
+                for start in range(0, k, K_BLOCK):
+                    ids, owned, a, b = _owned_slots(s_row, idx_row, lp_row, start, k, V, inv_t, K_BLOCK)
+                    m_a, s_a = _online_lse(m_a, s_a, a)
+                a_rest = tl.full((), NEG_INF, tl.float32)
+                if REST:
+                    a_rest = tl.load(rest_ptr + row) * inv_t
+                lse_t = _logaddexp(m_a + tl.log(s_a), a_rest)
+                coef = tl.where(lse_t == NEG_INF, 0.0, tl.load(scale_ptr) * inv_t)
+                p_rest = tl.exp(a_rest - _safe(lse_t))
+                for start in range(0, V, BLOCK):
+                    cols = start + tl.arange(0, BLOCK)
+                    b = tl.load(s_row + cols, mask=cols < V, other=NEG_INF).to(tl.float32) * inv_t
+                    grad = tl.exp(b - lse_all)
+                    if REST:
+                        grad -= p_rest * tl.exp(tl.minimum(b - _safe(lse_rest), 0.0))
+                    tl.store(g_row + cols, (grad * coef).to(g_ptr.dtype.element_ty), mask=cols < V)
+                tl.debug_barrier()
+                for start in range(0, k, K_BLOCK):
+                    ids, owned, a, b = _owned_slots(s_row, idx_row, lp_row, start, k, V, inv_t, K_BLOCK)
+                    p = tl.where(a == NEG_INF, 0.0, tl.exp(a - _safe(lse_t)))
+                    picked += tl.sum(tl.where(owned & (p > 0), p * b, 0.0), 0)
+                    grad = (tl.exp(b - lse_all) - p) * coef
+                    tl.store(g_row + ids, grad.to(g_row.dtype.element_ty), mask=owned)
+            else:  # a non-finite global student row (NaN or +inf in a slice, or -inf everywhere)
+                picked += NAN
+                fill += NAN
+                _fill_row(g_row, V, fill, BLOCK)
+    elif PHASE == SHARD_GRAD:
+        _fill_row(g_row, V, fill, BLOCK)
+    tl.store(loss_ptr + row, -picked)

@@ -26,7 +26,7 @@ or +inf) and its running max (−inf for an all −inf row).
 import triton
 import triton.language as tl
 
-from .divergence import NAN, NEG_INF, POS_INF, _fill_row, _load_tile, _online_lse
+from .divergence import NAN, NEG_INF, POS_INF, SHARD_GRAD, SHARD_STATS, _fill_row, _load_tile, _online_lse
 
 
 @triton.jit
@@ -103,5 +103,63 @@ def taid_kernel(
             if WRITE_GRAD:
                 _fill_row(g_row, V, fill, BLOCK)
     elif WRITE_GRAD:
+        _fill_row(g_row, V, fill, BLOCK)
+    tl.store(loss_ptr + row, loss)
+
+
+@triton.jit
+def taid_shard_kernel(
+    s_ptr,
+    t_ptr,
+    g_ptr,
+    loss_ptr,
+    stats_ptr,
+    valid_ptr,
+    mix_ptr,
+    scale_ptr,
+    s_stride,
+    t_stride,
+    g_stride,
+    V,
+    inv_t,
+    PHASE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """Vocabulary-parallel entry (fastkd.parallel): one phase of TAID on a slice of V logits.
+
+    SHARD_STATS (pass A, reads 2V): writes the slice's log-sum-exps of b and of c into stats[row, 0:2].
+    SHARD_GRAD (pass B, reads 2V, writes V): from the global ones, the slice's loss terms −Σ p_t log q
+    and its gradient (q − p_t)/T·scale. ``stats`` is fp32 [N, 4].
+    """
+    row = tl.program_id(0).to(tl.int64)
+    s_row = s_ptr + row * s_stride
+    t_row = t_ptr + row * t_stride
+    g_row = g_ptr + row * g_stride
+    st_row = stats_ptr + row * 4
+    loss = tl.zeros((), tl.float32)
+    fill = tl.zeros((), tl.float32)
+    if tl.load(valid_ptr + row) != 0:
+        t = tl.load(mix_ptr)
+        if PHASE == SHARD_STATS:  # a slice may be -inf everywhere (padding): only the global row counts
+            lse_b, lse_c, finite = _taid_stats(s_row, t_row, V, inv_t, t, BLOCK)
+            tl.store(st_row, lse_b)
+            tl.store(st_row + 1, lse_c)
+        else:
+            lse_b = tl.load(st_row)
+            lse_c = tl.load(st_row + 1)
+            if (tl.abs(lse_b) < POS_INF) & (tl.abs(lse_c) < POS_INF):
+                scale = tl.load(scale_ptr)
+                for start in range(0, V, BLOCK):
+                    cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, 0.0, 0.0, 0, BLOCK)
+                    lb = b - lse_b
+                    p = tl.exp(_mix(b, a, t) - lse_c)
+                    loss += tl.sum(tl.where(p > 0, -p * lb, 0.0), 0)
+                    grad = (tl.exp(lb) - p) * (inv_t * scale)
+                    tl.store(g_row + cols, grad.to(g_ptr.dtype.element_ty), mask=inside)
+            else:  # a non-finite global row: NaN loss and gradient
+                loss += NAN
+                fill += NAN
+                _fill_row(g_row, V, fill, BLOCK)
+    elif PHASE == SHARD_GRAD:
         _fill_row(g_row, V, fill, BLOCK)
     tl.store(loss_ptr + row, loss)

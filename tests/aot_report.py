@@ -33,7 +33,7 @@ from triton.compiler import ASTSource
 
 triton.knobs.nvidia.dump_ptxas_log = True  # make_cubin prints ptxas's -v report (registers, spills)
 
-FAMILIES: tuple[str, ...] = ("divergence", "taid", "sparse", "sinkhorn", "ranking", "rescale")
+FAMILIES: tuple[str, ...] = ("divergence", "taid", "sparse", "sinkhorn", "ranking", "rescale", "shard")
 ARCHS: tuple[int, ...] = (80, 90)
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 PTXAS = next(

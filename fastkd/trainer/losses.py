@@ -18,6 +18,7 @@ import torch
 
 from fastkd import losses as L
 from fastkd.boundary.options import DIVERGENCES, FAMILY_PARAMETER
+from fastkd.trainer.distributed import sum_over_ranks
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,8 @@ class TAIDObjective:
 
     def end_step(self) -> None:
         if self._step_loss is not None:
-            self.schedule.update(self._step_loss)
+            # Under DDP the step's J is the sum of the ranks' parts: every rank's schedule moves alike.
+            self.schedule.update(sum_over_ranks(self._step_loss))
             self._step_loss = None
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -6,6 +6,8 @@ import json
 import os
 from typing import Any
 
+from fastkd.trainer.distributed import is_main_process, world_size
+
 
 def count_tokens(dataset: Any) -> int:
     """Number of (non-padding) tokens in a tokenized dataset."""
@@ -27,11 +29,15 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def write_summary(output_dir: str, summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    """Write ``summary.json`` and ``summary.md`` under ``output_dir``; returns the markdown."""
+    """Write ``summary.json`` (with the run's ``world_size``) and ``summary.md`` under ``output_dir``;
+    returns the markdown. In a multi-process run only rank 0 writes."""
+    table = markdown_table(rows)
+    if not is_main_process():
+        return table
+    summary = {**summary, "world_size": world_size()}
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, default=str)
-    table = markdown_table(rows)
     with open(os.path.join(output_dir, "summary.md"), "w", encoding="utf-8") as f:
         f.write(table + "\n")
     return table

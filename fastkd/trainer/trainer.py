@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, Trainer, TrainerCallback
 
 from fastkd.trainer.args import DistillationArguments
+from fastkd.trainer.distributed import global_token_count, valid_token_count
 from fastkd.trainer.fused_linear import fused_linear_loss
 from fastkd.trainer.losses import build_loss, loss_entry, masked_mean
 from fastkd.trainer.preflight import check_backend, check_model_source, first_line
@@ -168,7 +169,9 @@ class DistillationTrainer(Trainer):
     ) -> Any:
         args: DistillationArguments = self.args
         if args.fused_linear:
-            loss = fused_linear_loss(self, model, inputs, num_items_in_batch)
+            count = inputs["labels"][:, 1:].ne(-100).sum() if "labels" in inputs else torch.tensor(0)
+            num_items_in_batch, ranks = global_token_count(args, num_items_in_batch, count, model.training)
+            loss = fused_linear_loss(self, model, inputs, num_items_in_batch) * ranks
             return (loss, None) if return_outputs else loss
         inputs = dict(inputs)
         labels = inputs.pop("labels", None)
@@ -177,6 +180,9 @@ class DistillationTrainer(Trainer):
             self.loss_fn.training = model.training
         outputs = model(**inputs)
         student, teacher, signal, labels, mask = self._signals(inputs, outputs.logits, labels, topk)
+        # DDP: token means over every rank's tokens; `ranks` undoes DDP's gradient average.
+        count = valid_token_count(mask, student)
+        num_items_in_batch, ranks = global_token_count(args, num_items_in_batch, count, model.training)
         opts = {"mask": mask, "num_items_in_batch": num_items_in_batch, "temperature": args.temperature}
         parts = {}
         if self.uses_kd:
@@ -191,10 +197,10 @@ class DistillationTrainer(Trainer):
             parts["sinkhorn"] = self.sinkhorn_fn(student, teacher, backend=args.kd_backend, **opts)
         w = args.hard_label_weight
         loss = (1 - w) * parts.get("kd", 0.0) + w * parts.get("ce", 0.0)
-        loss = loss + args.sinkhorn_weight * parts.get("sinkhorn", 0.0)
+        loss = (loss + args.sinkhorn_weight * parts.get("sinkhorn", 0.0)) * ranks
         if model.training:
-            for key, value in parts.items():
-                self._sums[key] = self._sums.get(key, 0.0) + value.detach().float()
+            for key, value in parts.items():  # under DDP: this rank's part, times W (its own mean)
+                self._sums[key] = self._sums.get(key, 0.0) + value.detach().float() * ranks
         return (loss, outputs) if return_outputs else loss
 
     def _on_step_end(self) -> None:

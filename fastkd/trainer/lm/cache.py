@@ -2,8 +2,9 @@
 
 Layout of ``DIR``: ``cache.json`` (format, teacher, top_k, vocab_size, vocab_sha256 of the teacher's
 tokenizer, temperature, max_length, num_examples and, per shard, its name, bytes, sha256, examples and
-tokens), the teacher's tokenizer under ``tokenizer/``, and ``shard-NNNNN.safetensors`` holding, for
-the examples of that shard concatenated along the token axis, ``input_ids`` [T] and ``labels`` [T]
+tokens), the teacher's tokenizer under ``tokenizer/``, and ``shard-NNNNN.safetensors`` (``shard-rRRR-NNNNN.safetensors`` when rank R of a torchrun job wrote
+it: each rank caches a contiguous block of the examples and rank 0 lists every shard in example
+order, so the reader is the same for any number of ranks) holding, for the examples of that shard concatenated along the token axis, ``input_ids`` [T] and ``labels`` [T]
 (int64), ``offsets`` [n+1] (int64, example i is rows offsets[i]:offsets[i+1]), ``topk_indices``
 [T, k] (int32) and ``topk_logprobs`` [T, k] (fp32, log-softmax of the teacher logits at
 ``temperature``, from ``fastkd.teacher_topk``). ``fastkd.trainer.lm.cache_check`` verifies it all.
@@ -21,6 +22,14 @@ import torch
 from safetensors.torch import save_file
 
 import fastkd
+from fastkd.trainer.distributed import (
+    barrier,
+    gather_in_rank_order,
+    init_from_launcher,
+    is_main_process,
+    rank_block,
+    rank_file_prefix,
+)
 from fastkd.trainer.lm.cache_check import FORMAT, META_NAME, SHARD_GLOB, read_meta, read_shard, shard_entry
 from fastkd.trainer.lm.data import LMCollator, encode_all, read_jsonl
 from fastkd.trainer.trainer import load_teacher
@@ -79,6 +88,7 @@ def cache_teacher(
     for name, value in (("shard_size", shard_size), ("batch_size", batch_size), ("max_length", max_length)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    init_from_launcher()  # under torchrun: each rank caches its contiguous block of the examples
     records = read_jsonl(data, max_samples)
     teacher = load_teacher(teacher_path, "causal_lm").eval()
     vocab = int(teacher.config.vocab_size)
@@ -88,16 +98,20 @@ def cache_teacher(
     examples = encode_all(records, tokenizer, max_length)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     os.makedirs(output, exist_ok=True)
-    for stale in glob.glob(os.path.join(output, SHARD_GLOB)):
-        os.remove(stale)
-    shards = []
-    for number, start in enumerate(range(0, len(examples), shard_size)):
-        path = os.path.join(output, f"shard-{number:05d}.safetensors")
-        part = examples[start : start + shard_size]
+    if is_main_process():
+        for stale in glob.glob(os.path.join(output, SHARD_GLOB)):
+            os.remove(stale)
+    barrier()  # no rank writes a shard before rank 0 has removed the stale ones
+    shards, block = [], rank_block(len(examples))
+    for number, start in enumerate(range(block.start, block.stop, shard_size)):
+        path = os.path.join(output, f"{rank_file_prefix('shard')}{number:05d}.safetensors")
+        part = examples[start : min(start + shard_size, block.stop)]
         tensors = _shard(teacher, part, pad, top_k, temperature, batch_size)
         save_file(tensors, path)
         shards.append(shard_entry(path, len(part), int(tensors["input_ids"].numel())))
-    tokenizer.save_pretrained(os.path.join(output, TOKENIZER_DIR))
+    shards = gather_in_rank_order(shards)  # cache.json lists every rank's shards, in example order
+    if is_main_process():
+        tokenizer.save_pretrained(os.path.join(output, TOKENIZER_DIR))
     meta = {
         "format": FORMAT,
         "teacher": teacher_path,
@@ -110,8 +124,9 @@ def cache_teacher(
         "num_examples": len(examples),
         "shards": shards,
     }
-    with open(os.path.join(output, META_NAME), "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=2)
+    if is_main_process():
+        with open(os.path.join(output, META_NAME), "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=2)
     return meta
 
 

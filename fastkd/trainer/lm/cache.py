@@ -2,12 +2,14 @@
 
 Layout of ``DIR``: ``cache.json`` (format, teacher, top_k, vocab_size, vocab_sha256 of the teacher's
 tokenizer, temperature, max_length, num_examples and, per shard, its name, bytes, sha256, examples and
-tokens), the teacher's tokenizer under ``tokenizer/``, and ``shard-NNNNN.safetensors`` (``shard-rRRR-NNNNN.safetensors`` when rank R of a torchrun job wrote
-it: each rank caches a contiguous block of the examples and rank 0 lists every shard in example
-order, so the reader is the same for any number of ranks) holding, for the examples of that shard concatenated along the token axis, ``input_ids`` [T] and ``labels`` [T]
-(int64), ``offsets`` [n+1] (int64, example i is rows offsets[i]:offsets[i+1]), ``topk_indices``
-[T, k] (int32) and ``topk_logprobs`` [T, k] (fp32, log-softmax of the teacher logits at
-``temperature``, from ``fastkd.teacher_topk``). ``fastkd.trainer.lm.cache_check`` verifies it all.
+tokens), the teacher's tokenizer under ``tokenizer/``, and ``shard-NNNNN.safetensors`` files
+(``shard-rRRR-NNNNN.safetensors`` when rank R of a torchrun job wrote them: each rank caches a
+contiguous block of the examples and rank 0 lists every shard in example order, so the reader is the
+same for any number of ranks), each holding, for the examples of that shard concatenated along the
+token axis, ``input_ids`` [T] and ``labels`` [T] (int64), ``offsets`` [n+1] (int64, example i is rows
+offsets[i]:offsets[i+1]), ``topk_indices`` [T, k] (int32) and ``topk_logprobs`` [T, k] (fp32,
+log-softmax of the teacher logits at ``temperature``, from ``fastkd.teacher_topk``).
+``fastkd.trainer.lm.cache_check`` verifies it all.
 """
 
 from __future__ import annotations

@@ -61,6 +61,8 @@ def divergence_shard_cpu(
         hard_label_weight,
         lw1,
         lw2,
+        0.0,  # no softcaps: the vocabulary-parallel logits arrive transformed
+        0.0,
         phase,
         stats,
     )

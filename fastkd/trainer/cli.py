@@ -21,6 +21,13 @@ def _json(text: str) -> dict[str, Any]:
     return value
 
 
+def _layers(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer numbers, got {text!r}") from err
+
+
 def _glue_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, help="cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte or wnli")
     p.add_argument("--output", required=True, help="output directory (model, summary.json, summary.md)")
@@ -67,12 +74,19 @@ def _build_parser() -> argparse.ArgumentParser:
         "--sinkhorn-weight", type=float, help="override the preset Sinkhorn weight (implies --sinkhorn)"
     )
     p.add_argument("--backend", default="auto")
+    p.add_argument("--pkd-weight", type=float, default=0.0, help="add β·PKD on [CLS] states (MPDistil: 100)")
+    p.add_argument(
+        "--pkd-layers", type=_layers, help="teacher layers for student layers 1..K-1 (default 1..K-1)"
+    )
     p = glue.add_parser("demo", help="teacher + student without KD + distilled student on the shipped sample")
     p.add_argument("--output", help="default: <tmp>/fastkd-demo")
     p.add_argument("--tiny", action="store_true", help="use the tiny BERT even when MiniLM is installed")
     p.add_argument("--max-samples", type=int, help="use only the first N train and dev examples")
     p.add_argument("--epochs", type=float, help="override the epochs of the three runs")
     p.add_argument("--seed", type=int, default=42)
+    from fastkd.trainer.mpdistil.cli import add_parsers as add_mpdistil_parsers
+
+    add_mpdistil_parsers(groups, glue)
 
     lm = groups.add_parser("lm", help="causal-LM distillation").add_subparsers(dest="command", required=True)
     p = lm.add_parser("distill", help="distill a causal LM (live teacher or --teacher-cache)")
@@ -156,6 +170,8 @@ def _glue(a: argparse.Namespace) -> None:
         a.scale_t2,
         a.sinkhorn or a.sinkhorn_weight is not None,
         a.backend,
+        a.pkd_weight,
+        a.pkd_layers,
     )
     print(markdown_table([distill(job, spec)]))
 
@@ -209,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fastkd`` script; bad input exits with status 2 and a one-line message."""
     args = _build_parser().parse_args(argv)
     try:
-        (_glue if args.group == "glue" else _lm)(args)
+        handler = getattr(args, "handler", None) or (_glue if args.group == "glue" else _lm)
+        handler(args)
     except (ValueError, TypeError) as err:
         print(f"fastkd: error: {err}", file=sys.stderr)
         return 2

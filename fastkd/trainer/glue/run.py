@@ -153,6 +153,8 @@ class DistillSpec:
     scale_by_temperature_squared: bool = False
     use_sinkhorn: bool = False
     backend: str = "auto"
+    pkd_weight: float = 0.0  # > 0: add β·PKD (fastkd.trainer.mpdistil.pkd_trainer)
+    pkd_layers: list[int] | None = None
 
 
 def _classifier(name_or_path: str, task: GlueTask) -> Any:
@@ -190,6 +192,8 @@ def distill(job: GlueJob, spec: DistillSpec) -> dict[str, Any]:
     train, evals = _data(job, task, tokenizer)
     preset = PRESETS[task.name].override(**job.overrides)
     loss = spec.loss or ("mse" if task.is_regression else "forward_kl")
+    if loss == "pkd":
+        raise ValueError("'pkd' is a term on hidden states, not a logit loss: add it with --pkd-weight")
     args = DistillationArguments(
         **_training_kwargs(job, task, preset),
         loss_name=loss,
@@ -200,7 +204,15 @@ def distill(job: GlueJob, spec: DistillSpec) -> dict[str, Any]:
         sinkhorn_weight=preset.sinkhorn_weight if spec.use_sinkhorn else 0.0,
         kd_backend=spec.backend,
     )
-    trainer = DistillationTrainer(
+    extra: dict[str, Any] = {}
+    trainer_class = DistillationTrainer
+    if spec.pkd_weight:
+        from fastkd.trainer.mpdistil.pkd_trainer import PKDDistillationTrainer
+
+        trainer_class = PKDDistillationTrainer
+        extra = {"pkd_weight": spec.pkd_weight, "pkd_layers": spec.pkd_layers}
+    trainer = trainer_class(
+        **extra,
         model=student,
         args=args,
         teacher_model=teacher,

@@ -137,7 +137,7 @@ def run_episode(
             s_opt.step()
             s_opt.zero_grad()
         weight = pooler_weight(student)
-        state = policy.state(weight.detach() if opts.detach_state else weight)
+        state = policy.state(weight.detach().clone() if opts.detach_state else weight)  # clone: own version
         with torch.no_grad():
             action = int(Categorical(policy(state)[0]).sample())
         states.append(state)
@@ -149,10 +149,11 @@ def run_episode(
     loss.backward()
     torch.nn.utils.clip_grad_norm_(policy.parameters(), opts.max_grad_norm)
     p_opt.step()
-    s_opt.step()
     p_opt.zero_grad()
-    s_opt.zero_grad()
-    return {"reward": sum(rewards), "trajectory": trajectory, "policy_loss": float(loss)}
+    if not opts.step_every_batch:  # the episode's accumulated gradients (and the policy's, quirk)
+        s_opt.step()
+        s_opt.zero_grad()
+    return {"reward": sum(rewards), "trajectory": trajectory, "policy_loss": float(loss.detach())}
 
 
 def run_curriculum(

@@ -36,6 +36,9 @@ def prob_mse(student: Tensor, teacher: Tensor, temperature: float = 5.0) -> Tens
 def cls_states(hidden_states: Sequence[Tensor], layers: Sequence[int]) -> Tensor:
     """The [CLS] (position 0) vectors of the given ``layers`` of a HF ``hidden_states`` tuple
     (index 0 = embeddings, l = output of layer l): [len(layers), B, H]."""
+    layers = list(layers)
+    if not layers:
+        return hidden_states[0][:, 0].new_zeros((0, *hidden_states[0][:, 0].shape))
     return torch.stack([hidden_states[layer][:, 0] for layer in layers])
 
 

@@ -10,6 +10,9 @@ import json
 import sys
 from typing import Any
 
+from fastkd.trainer.mpdistil.cli import add_parsers as add_mpdistil_parsers
+from fastkd.trainer.mpdistil.cli import layer_list
+
 
 def _json(text: str) -> dict[str, Any]:
     try:
@@ -19,13 +22,6 @@ def _json(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
     return value
-
-
-def _layers(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated layer numbers, got {text!r}") from err
 
 
 def _glue_common(p: argparse.ArgumentParser) -> None:
@@ -76,7 +72,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto")
     p.add_argument("--pkd-weight", type=float, default=0.0, help="add β·PKD on [CLS] states (MPDistil: 100)")
     p.add_argument(
-        "--pkd-layers", type=_layers, help="teacher layers for student layers 1..K-1 (default 1..K-1)"
+        "--pkd-layers", type=layer_list, help="teacher layers for student layers 1..K-1 (default 1..K-1)"
     )
     p = glue.add_parser("demo", help="teacher + student without KD + distilled student on the shipped sample")
     p.add_argument("--output", help="default: <tmp>/fastkd-demo")
@@ -84,8 +80,6 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int, help="use only the first N train and dev examples")
     p.add_argument("--epochs", type=float, help="override the epochs of the three runs")
     p.add_argument("--seed", type=int, default=42)
-    from fastkd.trainer.mpdistil.cli import add_parsers as add_mpdistil_parsers
-
     add_mpdistil_parsers(groups, glue)
 
     lm = groups.add_parser("lm", help="causal-LM distillation").add_subparsers(dest="command", required=True)

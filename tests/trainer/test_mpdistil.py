@@ -171,3 +171,54 @@ def test_bad_input_fails_before_training(tmp_path, teachers: dict[int, str], cap
     assert main([*args, "--student-layers", "2", "--data-dir", SUPERGLUE_DIR, *extra]) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not out.exists()
+
+
+def test_pkd_trainer_adds_the_term(tmp_path, teachers: dict[int, str]) -> None:
+    from fastkd.trainer.args import DistillationArguments
+    from fastkd.trainer.mpdistil.losses import PKDTerm, prob_mse
+    from fastkd.trainer.mpdistil.pkd_trainer import PKDDistillationTrainer
+
+    teacher = load_classifier(teachers[3], None)
+    student = load_classifier(save_tiny_bert(str(tmp_path / "s"), num_labels=3, layers=2, seed=5), None)
+    args = DistillationArguments(
+        output_dir=str(tmp_path / "o"), loss_name="prob_mse", temperature=5.0, use_cpu=True, report_to=[]
+    )
+    trainer = PKDDistillationTrainer(
+        model=student, args=args, teacher_model=teacher, pkd_weight=100.0, pkd_layers=[2]
+    )
+    batch = _cb_batches()[0]
+    student.train()
+    loss = trainer.compute_loss(student, dict(batch))
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        s_out = student(**inputs, output_hidden_states=True)
+        t_out = teacher(**inputs, output_hidden_states=True)
+    expected = prob_mse(s_out.logits, t_out.logits, 5.0) + 100 * PKDTerm([2])(
+        s_out.hidden_states, t_out.hidden_states
+    )
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
+    with pytest.raises(ValueError, match=r"pkd layers must be 1 teacher layers in 1\.\.3"):
+        PKDDistillationTrainer(
+            model=student, args=args, teacher_model=teacher, pkd_weight=1.0, pkd_layers=[4]
+        )
+
+
+def test_glue_distill_with_prob_mse_and_pkd(tmp_path, teachers: dict[int, str], capsys) -> None:
+    out = str(tmp_path / "kd")
+    args = [
+        "glue",
+        "distill",
+        "--task",
+        "rte",
+        "--teacher",
+        teachers[2],
+        "--student-layers",
+        "2",
+        "--output",
+        out,
+    ]
+    args += ["--data-dir", GLUE_DIR, "--max-train-samples", "8", "--max-eval-samples", "4", "--epochs", "1"]
+    assert main([*args, "--loss", "prob_mse", "--pkd-weight", "100", "--pkd-layers", "3"]) == 0
+    assert _summary(out)["student"]["loss"] == "prob_mse"
+    assert main([*args, "--loss", "pkd"]) == 2
+    assert "add it with --pkd-weight" in capsys.readouterr().err

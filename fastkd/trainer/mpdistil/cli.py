@@ -11,7 +11,8 @@ import argparse
 from typing import Any
 
 
-def _ints(text: str) -> list[int]:
+def layer_list(text: str) -> list[int]:
+    """``"1,3"`` -> ``[1, 3]`` (argparse type of ``--pkd-layers``)."""
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError as err:
@@ -53,7 +54,7 @@ def _add_mpdistil(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beta", type=float, default=100.0, help="PKD weight")
     p.add_argument("--temperature", type=float, default=5.0)
     p.add_argument(
-        "--pkd-layers", type=_ints, help="teacher layers for student layers 1..K-1 (default 1..K-1)"
+        "--pkd-layers", type=layer_list, help="teacher layers for student layers 1..K-1 (default 1..K-1)"
     )
     p.add_argument("--gamma", type=float, default=0.99)
     p.add_argument("--detach-state", action="store_true", help="fix: no policy gradient into the student")

@@ -136,7 +136,7 @@ def test_resume_after_interruption(tmp_path, teachers: dict[int, str], capsys) -
     out = str(tmp_path / "resume")
     args = ["superglue", "mpdistil", "--task", "cb", "--teacher", teachers[3], "--output", out]
     args += ["--student-layers", "2", "--data-dir", SUPERGLUE_DIR, *QUICK]
-    assert main([*args, "--stop-after", "student_kd"]) == 0
+    assert main([*args, "--stop-after", "student_kd", "--episodes", "5"]) == 0  # episodes: a later phase
     first = _summary(out)
     assert [r["run"] for r in first["rows"]] == ROWS[:3] and not os.path.exists(os.path.join(out, "distill"))
     capsys.readouterr()
@@ -149,7 +149,10 @@ def test_resume_after_interruption(tmp_path, teachers: dict[int, str], capsys) -
     assert [r["run"] for r in final["rows"]] == ROWS
     assert final["rows"][0]["metrics"] == first["rows"][0]["metrics"]
     assert main([*args, "--alpha", "0.3"]) == 2
-    assert "other settings (alpha)" in capsys.readouterr().err
+    assert (
+        "finished phases (student_kd, distill, curriculum) run with other settings (alpha)"
+        in capsys.readouterr().err
+    )
 
 
 @pytest.mark.parametrize(
@@ -222,3 +225,15 @@ def test_glue_distill_with_prob_mse_and_pkd(tmp_path, teachers: dict[int, str], 
     assert _summary(out)["student"]["loss"] == "prob_mse"
     assert main([*args, "--loss", "pkd"]) == 2
     assert "add it with --pkd-weight" in capsys.readouterr().err
+
+
+def test_every_setting_belongs_to_a_phase() -> None:
+    from dataclasses import fields
+
+    from fastkd.trainer.mpdistil.config import PHASE_SETTINGS, MPDistilConfig, first_affected_phase
+
+    owned = [name for names in PHASE_SETTINGS.values() for name in names]
+    assert sorted(owned) == sorted(
+        f.name for f in fields(MPDistilConfig) if f.name not in ("output", "stop_after")
+    )
+    assert first_affected_phase({"episodes", "beta"}) == "distill" and first_affected_phase(set()) is None

@@ -98,7 +98,7 @@ def get_task(name: str) -> GlueTask:
         if key in SUPERGLUE_TASKS or key in UNSUPPORTED:
             return SUPERGLUE_TASKS[registry_key(key)]
         known = sorted(TASKS) + sorted(SUPERGLUE_TASKS)
-        raise ValueError(f"unknown GLUE/SuperGLUE task {name!r}; expected one of {known}")
+        raise ValueError(f"unknown GLUE task {name!r}; expected one of {known} (GLUE and SuperGLUE)")
     return TASKS[key]
 
 

@@ -11,6 +11,27 @@ from fastkd.trainer.mpdistil.curriculum import CurriculumOptions
 from fastkd.trainer.mpdistil.losses import META_LOSSES
 
 PHASES = ("teacher", "student_no_kd", "student_kd", "distill", "curriculum")
+# The settings each phase adds to those of the phases before it (a phase depends on its own and all
+# earlier ones): a finished phase is resumed only when none of them changed.
+PHASE_SETTINGS = {
+    "teacher": (
+        *("task", "teacher", "teacher_finetuned", "teacher_epochs", "teacher_lr", "data_dir", "max_length"),
+        *("batch_size", "quiz_fraction", "seed", "max_train_samples", "max_eval_samples", "curriculum_tasks"),
+        "extra",
+    ),
+    "student_no_kd": ("student_layers", "student_from", "first_layers", "epochs", "student_lr"),
+    "student_kd": ("alpha", "temperature"),
+    "distill": ("meta_loss", "meta_lr", "beta", "pkd_layers"),
+    "curriculum": ("episodes", "reward", "gamma", "detach_state", "step_every_batch", "relative_discount"),
+}
+
+
+def first_affected_phase(changed: set[str]) -> str | None:
+    """The earliest phase whose results depend on one of the ``changed`` settings."""
+    for phase in PHASES:
+        if changed & set(PHASE_SETTINGS[phase]):
+            return phase
+    return None
 
 
 @dataclass

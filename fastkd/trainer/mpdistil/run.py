@@ -29,7 +29,14 @@ import torch
 
 from fastkd.trainer.glue.data import GlueTask, load_split, tokenize
 from fastkd.trainer.models import shrink_layers
-from fastkd.trainer.mpdistil.config import PHASES, MPDistilConfig, main_task, pool_tasks, validate
+from fastkd.trainer.mpdistil.config import (
+    PHASES,
+    MPDistilConfig,
+    first_affected_phase,
+    main_task,
+    pool_tasks,
+    validate,
+)
 from fastkd.trainer.mpdistil.curriculum import run_curriculum
 from fastkd.trainer.mpdistil.model import TaskModel, load_classifier
 from fastkd.trainer.mpdistil.phases import (
@@ -122,14 +129,20 @@ class Phases:
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
                 saved = json.load(f)
-            changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
-            if changed:
+            changed = {k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k)}
+            first = first_affected_phase(changed)
+            done = [p for p in PHASES[PHASES.index(first) :] if self._done(p)] if first else []
+            if done:
                 raise ValueError(
-                    f"{self.c.output} holds an MPDistil run with other settings ({', '.join(changed)}); "
-                    "use a new --output or the same settings to resume"
+                    f"{self.c.output} holds finished phases ({', '.join(done)}) run with other settings "
+                    f"({', '.join(sorted(changed))}); use a new --output, the same settings, or delete "
+                    "those phase folders"
                 )
         with open(path, "w", encoding="utf-8") as f:
             json.dump(settings, f, indent=2)
+
+    def _done(self, phase: str) -> bool:
+        return os.path.exists(os.path.join(self.dir(phase), "result.json"))
 
     def dir(self, name: str) -> str:
         return os.path.join(self.c.output, name)

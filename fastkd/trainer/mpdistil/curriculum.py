@@ -22,7 +22,6 @@ fixed by a ``CurriculumOptions`` flag:
 
 from __future__ import annotations
 
-import copy
 import random
 import time
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from tqdm.auto import tqdm
 
 from fastkd.trainer.mpdistil.losses import curriculum_loss, discounted_returns, quiz_reward, reinforce_loss
 from fastkd.trainer.mpdistil.model import TaskModel
-from fastkd.trainer.mpdistil.phases import evaluate, selection_score, to_device
+from fastkd.trainer.mpdistil.phases import Best, evaluate, to_device
 
 
 @dataclass(frozen=True)
@@ -172,16 +171,13 @@ def run_curriculum(
     policy = Policy(student.model.config.hidden_size, len(quiz)).to(next(student.parameters()).device)
     s_opt = torch.optim.AdamW(student.parameters(), lr=opts.student_lr)
     p_opt = policy_optimizer(policy, opts)
-    main = student.main_task
-    best, best_state, log = None, None, []
+    best = Best(student.main_task, key="episode")
     for episode in tqdm(range(opts.episodes), desc="curriculum", leave=False):
         start = time.perf_counter()
         row = run_episode(student, meta, policy, quiz, (s_opt, p_opt), opts, rng)
-        row["metrics"] = evaluate(student, main, dev_loader, dev_groups)
-        row["wall_s"] = round(time.perf_counter() - start, 3)
-        log.append(row)
-        if best is None or selection_score(main, row["metrics"]) > selection_score(main, best["metrics"]):
-            best, best_state = row, copy.deepcopy(student.state_dict())
-            best["episode"] = episode
-    student.load_state_dict(best_state)
-    return {"metrics": best["metrics"], "best_episode": best["episode"], "episodes": log}
+        row["metrics"] = evaluate(student, student.main_task, dev_loader, dev_groups)
+        row.update(episode=episode, wall_s=round(time.perf_counter() - start, 3))
+        best.update(student, row)
+    result = best.restore(student)
+    result["episodes"] = result.pop("history")
+    return result

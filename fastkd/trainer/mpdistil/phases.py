@@ -131,20 +131,36 @@ def fit(
 ) -> dict[str, Any]:
     """``epochs`` × (``run_epoch(epoch)``, ``validate()``); ``model`` ends with its best-on-dev weights.
     Returns {"metrics": best, "best_epoch", "history": [{epoch, loss, metrics}]}."""
-    best, best_state, history = None, None, []
+    best = Best(task)
     for epoch in range(epochs):
         loss = run_epoch(epoch)
-        metrics = validate()
-        history.append({"epoch": epoch, "loss": loss, "metrics": metrics})
-        if best is None or selection_score(task, metrics) > selection_score(task, best["metrics"]):
-            best, best_state = history[-1], copy.deepcopy(model.state_dict())
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return {
-        "metrics": best["metrics"] if best else validate(),
-        "best_epoch": best and best["epoch"],
-        "history": history,
-    }
+        best.update(model, {"epoch": epoch, "loss": loss, "metrics": validate()})
+    return best.restore(model) if best.best else {"metrics": validate(), "best_epoch": None, "history": []}
+
+
+class Best:
+    """The best-on-dev entry of a history (by ``selection_score``) and the model weights that go with it."""
+
+    def __init__(self, task: str, key: str = "epoch") -> None:
+        self.task, self.key = task, key
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def update(self, model: torch.nn.Module, entry: dict[str, Any]) -> None:
+        self.history.append(entry)
+        score = selection_score(self.task, entry["metrics"])
+        if self.best is None or score > selection_score(self.task, self.best["metrics"]):
+            self.best, self.state = entry, copy.deepcopy(model.state_dict())
+
+    def restore(self, model: torch.nn.Module) -> dict[str, Any]:
+        """Load the best weights into ``model``; {"metrics", "best_<key>", "history"}."""
+        model.load_state_dict(self.state)
+        return {
+            "metrics": self.best["metrics"],
+            f"best_{self.key}": self.best[self.key],
+            "history": self.history,
+        }
 
 
 def adamw(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:

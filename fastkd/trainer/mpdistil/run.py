@@ -22,12 +22,10 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from fastkd.trainer.glue.data import GlueTask, load_split, tokenize
 from fastkd.trainer.models import shrink_layers
 from fastkd.trainer.mpdistil.config import (
     PHASES,
@@ -38,64 +36,18 @@ from fastkd.trainer.mpdistil.config import (
     validate,
 )
 from fastkd.trainer.mpdistil.curriculum import run_curriculum
+from fastkd.trainer.mpdistil.data import load_data
 from fastkd.trainer.mpdistil.model import TaskModel, load_classifier
 from fastkd.trainer.mpdistil.phases import (
+    Best,
     adamw,
     evaluate,
     fit,
-    make_loader,
     meta_epoch,
     meta_teacher,
-    selection_score,
-    split_quiz,
     train_epoch,
 )
 from fastkd.trainer.summary import write_summary
-
-
-@dataclass
-class Data:
-    """Loaders of the main task (train part, quiz, dev), the dev question ids (MultiRC) and every pool
-    task's quiz batches."""
-
-    train: Any
-    quiz: Any
-    dev: Any
-    dev_groups: Any
-    quiz_batches: dict[str, list[dict]]
-
-
-def _tokenized(task: GlueTask, split: str, c: MPDistilConfig, tokenizer: Any, limit: int | None) -> Any:
-    ds = load_split(task, split, c.data_dir, limit)
-    groups = ds["group"] if "group" in ds.column_names else None
-    return tokenize(
-        ds.remove_columns([x for x in ds.column_names if x == "group"]), tokenizer, c.max_length
-    ), groups
-
-
-def load_data(c: MPDistilConfig, tokenizer: Any) -> Data:
-    main = main_task(c)
-    train, _ = _tokenized(main, "train", c, tokenizer, c.max_train_samples)
-    dev, groups = _tokenized(main, main.eval_splits[0], c, tokenizer, c.max_eval_samples)
-    train, quiz = split_quiz(train, c.quiz_fraction, c.seed)
-    quiz_batches = {}
-    for name, task in pool_tasks(c).items():
-        task_quiz = (
-            quiz
-            if task is main
-            else split_quiz(
-                _tokenized(task, "train", c, tokenizer, c.max_train_samples)[0], c.quiz_fraction, c.seed
-            )[1]
-        )
-        quiz_batches[name] = list(make_loader(task_quiz, tokenizer, c.batch_size, True, c.seed))
-    bs = c.batch_size
-    return Data(
-        make_loader(train, tokenizer, bs, True, c.seed),
-        make_loader(quiz, tokenizer, bs, True, c.seed),
-        make_loader(dev, tokenizer, bs, False),
-        groups,
-        quiz_batches,
-    )
 
 
 def _device() -> torch.device:
@@ -286,24 +238,6 @@ class Phases:
             "rows": self.rows,
         }
         return write_summary(self.c.output, summary, self.rows)
-
-
-class Best:
-    """The best-on-dev entry of a history and the model weights that go with it."""
-
-    def __init__(self, task: str) -> None:
-        self.task, self.history, self.best, self.state = task, [], None, None
-
-    def update(self, model: torch.nn.Module, entry: dict[str, Any]) -> None:
-        self.history.append(entry)
-        if self.best is None or selection_score(self.task, entry["metrics"]) > selection_score(
-            self.task, self.best["metrics"]
-        ):
-            self.best, self.state = entry, copy.deepcopy(model.state_dict())
-
-    def restore(self, model: torch.nn.Module) -> dict[str, Any]:
-        model.load_state_dict(self.state)
-        return {"metrics": self.best["metrics"], "best_epoch": self.best["epoch"], "history": self.history}
 
 
 def run_mpdistil(config: MPDistilConfig) -> str:

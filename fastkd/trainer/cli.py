@@ -14,7 +14,7 @@ import importlib
 import importlib.util
 import sys
 
-COMMAND_GROUPS = ("glue", "lm", "info")
+COMMAND_GROUPS = ("glue", "superglue", "lm", "info")
 EXTRA_MODULES = {"trainer": ("transformers", "datasets", "accelerate", "safetensors")}
 
 

@@ -36,9 +36,10 @@ _REGISTRY: dict[str, LossEntry] = {}
 def register_loss(
     name: str, factory: Callable[..., Any], *, teacher: str = "logits", description: str = ""
 ) -> None:
-    """Add ``name`` to the registry (``teacher`` is ``"logits"`` or ``"topk"``)."""
-    if teacher not in ("logits", "topk"):
-        raise ValueError(f"teacher must be 'logits' or 'topk', got {teacher!r}")
+    """Add ``name`` to the registry (``teacher`` is ``"logits"``, ``"topk"`` or ``"hidden"``: a term on
+    hidden states, such as ``pkd``, added by its own trainer option rather than used as ``loss_name``)."""
+    if teacher not in ("logits", "topk", "hidden"):
+        raise ValueError(f"teacher must be 'logits', 'topk' or 'hidden', got {teacher!r}")
     _REGISTRY[name] = LossEntry(factory, teacher, description)
 
 
@@ -197,3 +198,8 @@ register_loss("taid", TAIDObjective, description="TAID with its adaptive schedul
 register_loss("sparse_kl", SparseTopK, teacher="topk", description="KL to a cached top-k teacher")
 register_loss("rlkd", lambda **p: Bound(L.rlkd, **p), description="RLKD ranking + divergence")
 register_loss("sinkhorn", SinkhornTerm, description="SinKD Sinkhorn distance (arXiv 2402.17110)")
+
+from fastkd.trainer.mpdistil.losses import PKDTerm, ProbMSE  # noqa: E402
+
+register_loss("prob_mse", ProbMSE, description="MPDistil τ²·MSE of softened probabilities")
+register_loss("pkd", PKDTerm, teacher="hidden", description="Patient-KD [CLS] term (use --pkd-weight)")

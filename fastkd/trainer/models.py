@@ -33,10 +33,13 @@ def _layer_list(model: torch.nn.Module, n: int) -> tuple[torch.nn.Module, str]:
     raise ValueError(f"{type(model).__name__}: found no list of {n} layers to shrink")
 
 
-def shrink_layers(model: PreTrainedModel, k: int) -> PreTrainedModel:
-    """A copy of ``model`` keeping ``k`` evenly spaced transformer layers (DistilBERT-style init)."""
+def shrink_layers(model: PreTrainedModel, k: int, first: bool = False) -> PreTrainedModel:
+    """A copy of ``model`` keeping ``k`` evenly spaced transformer layers (DistilBERT-style init), or its
+    first ``k`` layers with ``first=True`` (how the MPDistil code builds its 6-layer BERT student)."""
     n = model.config.num_hidden_layers
     keep = evenly_spaced(n, k)
+    if first:
+        keep = list(range(k))
     student = copy.deepcopy(model)
     parent, name = _layer_list(student, n)
     layers = torch.nn.ModuleList([getattr(parent, name)[i] for i in keep])

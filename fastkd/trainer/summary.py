@@ -15,15 +15,18 @@ def count_tokens(dataset: Any) -> int:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """One line per run: role, model, loss, every metric, wall time, tokens/s."""
+    """One line per run: role, model, loss, every metric, wall time, tokens/s (that column only when a
+    row has ``train_tokens_per_s``)."""
     metric_names = sorted({k for row in rows for k in row.get("metrics", {})})
-    head = ["run", "model", "loss", *metric_names, "wall time (s)", "train tokens/s"]
+    speed = any("train_tokens_per_s" in row for row in rows)
+    head = ["run", "model", "loss", *metric_names, "wall time (s)", *(["train tokens/s"] if speed else [])]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         metrics = row.get("metrics", {})
         cells = [row.get("run", ""), row.get("model", ""), row.get("loss", "")]
         cells += [f"{metrics[m]:.4f}" if m in metrics else "" for m in metric_names]
-        cells += [f"{row.get('wall_time_s', 0):.1f}", f"{row.get('train_tokens_per_s', 0):.0f}"]
+        cells.append(f"{row.get('wall_time_s', 0):.1f}")
+        cells += [f"{row.get('train_tokens_per_s', 0):.0f}"] if speed else []
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 

@@ -115,8 +115,9 @@ def test_bad_input(tmp_path) -> None:
 
 def test_presets_cover_every_task_and_override() -> None:
     from fastkd.trainer.glue.presets import PRESETS
+    from fastkd.trainer.superglue.data import SUPERGLUE_TASKS
 
-    assert set(PRESETS) == set(D.TASKS)
+    assert set(PRESETS) == set(D.TASKS) | {t.name for t in SUPERGLUE_TASKS.values()}
     base = PRESETS["rte"]
     changed = base.override(learning_rate=1e-3, epochs=None)
     assert changed.learning_rate == 1e-3 and changed.epochs == base.epochs and base.learning_rate == 2e-5

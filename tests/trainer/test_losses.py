@@ -20,9 +20,11 @@ from fastkd.trainer.losses import (
 
 def test_every_core_divergence_and_method_is_registered() -> None:
     names = set(available_losses())
-    assert set(fastkd.DIVERGENCES) | {"mse", "taid", "sparse_kl", "rlkd", "sinkhorn"} == names
+    methods = {"mse", "taid", "sparse_kl", "rlkd", "sinkhorn", "prob_mse", "pkd"}
+    assert set(fastkd.DIVERGENCES) | methods == names
     assert loss_entry("forward_kl").teacher == "logits"
     assert loss_entry("sparse_kl").teacher == "topk"
+    assert loss_entry("pkd").teacher == "hidden"
 
 
 def test_registered_divergence_matches_kd_loss() -> None:
@@ -49,8 +51,8 @@ def test_registry_errors_and_extension() -> None:
         build_loss("nope")
     with pytest.raises(TypeError, match="bad options"):
         build_loss("tvd", mu=0.5)
-    with pytest.raises(ValueError, match="'logits' or 'topk'"):
-        register_loss("x", LogitMSE, teacher="hidden")
+    with pytest.raises(ValueError, match="'logits', 'topk' or 'hidden', got 'cached'"):
+        register_loss("x", LogitMSE, teacher="cached")
     register_loss("test_mse_alias", LogitMSE)
     assert "test_mse_alias" in available_losses()
     _REGISTRY.pop("test_mse_alias")

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from fastkd.trainer.commands.common import add_run_options, json_object, positive_int, set_handler
+from fastkd.trainer.mpdistil.cli import add_mpdistil_command, layer_list
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -52,6 +53,10 @@ def register(groups: Any) -> None:
     p.add_argument(
         "--sinkhorn-weight", type=float, help="override the preset Sinkhorn weight (implies --sinkhorn)"
     )
+    p.add_argument("--pkd-weight", type=float, default=0.0, help="add β·PKD on [CLS] states (MPDistil: 100)")
+    p.add_argument(
+        "--pkd-layers", type=layer_list, help="teacher layers for student layers 1..K-1 (default 1..K-1)"
+    )
     add_run_options(p)
     set_handler(p, distill)
     p = commands.add_parser(
@@ -71,6 +76,7 @@ def register(groups: Any) -> None:
         help="start over (default: an interrupted demo continues from its checkpoints)",
     )
     set_handler(p, demo)
+    add_mpdistil_command(commands)
 
 
 def _preflight(a: argparse.Namespace, models: dict[str, str | None]) -> None:
@@ -140,6 +146,8 @@ def distill(a: argparse.Namespace) -> None:
         a.scale_t2,
         a.sinkhorn or a.sinkhorn_weight is not None,
         a.backend,
+        a.pkd_weight,
+        a.pkd_layers,
     )
     print(markdown_table([run(job, spec)]))
 

@@ -33,6 +33,7 @@ class GlueTask:
     hub_columns: tuple[str, str | None]
     eval_splits: tuple[str, ...] = ("dev",)
     header: bool = True
+    benchmark: str = "glue"  # "superglue": jsonl files, see fastkd.trainer.superglue.data
 
     @property
     def num_labels(self) -> int:
@@ -89,10 +90,18 @@ HUB_SPLITS["dev_mismatched"] = "validation_mismatched"
 
 
 def get_task(name: str) -> GlueTask:
-    """The task called ``name`` (case-insensitive; ``sst-2``/``sts-b`` spellings accepted)."""
+    """The task called ``name`` (case-insensitive; ``sst-2``/``sts-b`` spellings accepted).
+
+    The SuperGLUE tasks (``fastkd.trainer.superglue.data.SUPERGLUE_TASKS``) resolve here too;
+    SuperGLUE RTE is ``superglue_rte`` (plain ``rte`` is GLUE RTE)."""
     key = name.lower().replace("-", "")
     if key not in TASKS:
-        raise ValueError(f"unknown GLUE task {name!r}; expected one of {sorted(TASKS)}")
+        from fastkd.trainer.superglue.data import SUPERGLUE_TASKS, UNSUPPORTED, registry_key
+
+        if key in SUPERGLUE_TASKS or key in UNSUPPORTED:
+            return SUPERGLUE_TASKS[registry_key(key)]
+        known = sorted(TASKS) + sorted(SUPERGLUE_TASKS)
+        raise ValueError(f"unknown GLUE task {name!r}; expected one of {known} (GLUE and SuperGLUE)")
     return TASKS[key]
 
 
@@ -163,7 +172,11 @@ def _from_hub(task: GlueTask, split: str) -> Dataset:
 
 def load_split(task: GlueTask, split: str, data_dir: str | None, max_samples: int | None = None) -> Dataset:
     """``split`` (train, dev, dev_matched, dev_mismatched) from ``data_dir`` TSVs or the hub; never empty."""
-    if data_dir is not None:
+    if task.benchmark == "superglue":
+        from fastkd.trainer.superglue.data import load_split as load_superglue
+
+        ds = load_superglue(task, split, data_dir)
+    elif data_dir is not None:
         ds = read_tsv(task, os.path.join(_task_dir(task, data_dir), f"{split}.tsv"))
     else:
         ds = _from_hub(task, split)

@@ -18,7 +18,15 @@ MAIN_METRIC = {
     "qnli": "accuracy",
     "rte": "accuracy",
     "wnli": "accuracy",
+    # SuperGLUE (rte as above)
+    "boolq": "accuracy",
+    "cb": "macro_f1",
+    "copa": "accuracy",
+    "wic": "accuracy",
+    "wsc": "accuracy",
+    "multirc": "f1a",
 }
+_SUPERGLUE = ("boolq", "cb", "copa", "wic", "wsc", "multirc")
 
 
 def accuracy(pred: np.ndarray, gold: np.ndarray) -> float:
@@ -64,8 +72,11 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return pearson(_ranks(x), _ranks(y))
 
 
-def glue_metrics(task: str, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """All metrics of ``task`` from raw logits ``predictions`` [N, C] (or [N, 1] for STS-B)."""
+def glue_metrics(
+    task: str, predictions: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None
+) -> dict[str, float]:
+    """All metrics of ``task`` from raw logits ``predictions`` [N, C] (or [N, 1] for STS-B); the
+    SuperGLUE tasks add theirs (``fastkd.trainer.superglue.metrics``; ``groups``: MultiRC question ids)."""
     predictions = np.asarray(predictions)
     if task == "stsb":
         scores = predictions.reshape(-1)
@@ -76,4 +87,8 @@ def glue_metrics(task: str, predictions: np.ndarray, labels: np.ndarray) -> dict
         out["f1"] = f1(pred, labels)
     if task == "cola":
         out["matthews"] = matthews(pred, labels)
+    if task in _SUPERGLUE:
+        from fastkd.trainer.superglue.metrics import superglue_metrics
+
+        out.update(superglue_metrics(task, pred, labels, groups))
     return out

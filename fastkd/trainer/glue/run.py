@@ -171,6 +171,8 @@ class DistillSpec:
     scale_by_temperature_squared: bool = False
     use_sinkhorn: bool = False
     backend: str = "auto"
+    pkd_weight: float = 0.0  # > 0: add β·PKD (fastkd.trainer.mpdistil.pkd_trainer)
+    pkd_layers: list[int] | None = None
 
 
 def _classifier(name_or_path: str, task: GlueTask) -> Any:
@@ -196,6 +198,8 @@ def distill(job: GlueJob, spec: DistillSpec) -> dict[str, Any]:
     if (spec.student is None) == (spec.student_layers is None):
         raise ValueError("give exactly one of --student PATH and --student-layers K")
     loss = spec.loss or ("mse" if task.is_regression else "forward_kl")
+    if loss == "pkd":
+        raise ValueError("'pkd' is a term on hidden states, not a logit loss: add it with --pkd-weight")
     loss_entry(loss)
     set_seed(job.seed)
     teacher = load_teacher(spec.teacher, "classification")
@@ -220,7 +224,15 @@ def distill(job: GlueJob, spec: DistillSpec) -> dict[str, Any]:
         sinkhorn_weight=preset.sinkhorn_weight if spec.use_sinkhorn else 0.0,
         kd_backend=spec.backend,
     )
-    trainer = DistillationTrainer(
+    extra: dict[str, Any] = {}
+    trainer_class = DistillationTrainer
+    if spec.pkd_weight:
+        from fastkd.trainer.mpdistil.pkd_trainer import PKDDistillationTrainer
+
+        trainer_class = PKDDistillationTrainer
+        extra = {"pkd_weight": spec.pkd_weight, "pkd_layers": spec.pkd_layers}
+    trainer = trainer_class(
+        **extra,
         model=student,
         args=args,
         teacher_model=teacher,

@@ -161,7 +161,7 @@ def test_t_is_a_pointer_and_changing_it_does_not_recompile():
 
     params = inspect.signature(getattr(taid_kernel, "fn", taid_kernel)).parameters
     assert "t" not in params and params["mix_ptr"].annotation is not tl.constexpr
-    assert [n for n, p in params.items() if p.annotation is tl.constexpr] == ["BLOCK"]
+    assert [n for n, p in params.items() if p.annotation is tl.constexpr] == ["BLOCK", "WRITE_GRAD"]
     if DEVICE != "cuda":
         return
     z, u = logits(2, 300), logits(2, 300, seed=1)

@@ -330,10 +330,8 @@ def divergence_kernel(
             s_row, t_row, V, inv_t, s_cap, t_cap, DIV, HARD, one, CAPS, BLOCK
         )
         label = tl.zeros((), tl.int64)
-        z_label = tl.zeros((), tl.float32)
-        if HARD:  # the label's logit is read before pass C, which may overwrite it (in-place gradient)
+        if HARD:
             label = tl.load(labels_ptr + row)
-            z_label = _softcap(tl.load(s_row + label).to(tl.float32), s_cap, CAPS & 1)
         if (tl.abs(lse_a) < POS_INF) & (tl.abs(lse_b) < POS_INF):
             c = tl.zeros((), tl.float32) - 1.0
             w_head, w_tail, rkl = c, c, c
@@ -365,7 +363,8 @@ def divergence_kernel(
                     CAPS, BLOCK,
                 )  # fmt: skip
             loss = soft
-            if HARD:
+            if HARD:  # read after pass C: an in-place gradient has overwritten it (the caller avoids that)
+                z_label = _softcap(tl.load(s_row + label).to(tl.float32), s_cap, CAPS & 1)
                 loss = (1.0 - hard_w) * soft + hard_w * (lse_z - z_label)
             loss = tl.where(infinite, POS_INF, loss)
         else:

@@ -23,7 +23,9 @@ def chunk_rows(flat: FusedLinearInputs, options: FusedLinearOptions) -> int:
     if options.chunk_size is not None:
         return options.chunk_size
     torch_cap = options.student.cap > 0.0 and (options.taid or options.source == "topk")
-    buffers = 2.0 + torch_cap + 0.5 * (flat.hidden.dtype != torch.float32)
+    buffers = (
+        2.0 + torch_cap + (options.loss.hard_label_weight > 0.0) + 0.5 * (flat.hidden.dtype != torch.float32)
+    )
     return auto_chunk_size(flat.hidden.shape[0], flat.weight.shape[0], buffers)
 
 

@@ -84,6 +84,23 @@ def test_inplace_grad_writes_the_gradient_over_the_student_logits():
     assert torch.allclose(buffer, expected, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize("backend", BACKENDS[1:])
+def test_inplace_grad_with_hard_labels_equals_a_separate_gradient(backend):
+    """The hard-label term reads the label's logit: an in-place gradient must not change it."""
+    z, u = pair(4, 300)
+    labels = torch.tensor([3, 299, 0, 150], device=DEVICE)
+    options = {"labels": labels, "hard_label_weight": 0.5}
+    loss, expected = run_fastkd(z, u, "forward_kl", backend, **options)
+    leaf = z.clone().requires_grad_()
+    student = leaf * 1.0
+    buffer = student.detach()
+    in_place = L.forward_kl(student, u, inplace_grad=True, backend=backend, **options)
+    in_place.backward()
+    assert torch.allclose(in_place.detach(), loss, rtol=1e-6)
+    assert torch.allclose(leaf.grad, expected, rtol=1e-6, atol=1e-9)
+    assert torch.allclose(buffer, expected, rtol=1e-6, atol=1e-9)
+
+
 @needs_triton
 def test_fused_backward_twice_raises_a_clear_error():
     z, u = pair(2, 40)

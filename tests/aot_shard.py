@@ -32,7 +32,8 @@ def _signature(base: dict[str, str]) -> dict[str, str]:
         if name == "valid_ptr":
             sig["stats_ptr"] = "*fp32"
         sig[name] = kind
-    for name in ("SEARCH_BLOCK", "WRITE_GRAD"):  # the sliced entries always write their gradient
+    # the sliced entries always write their gradient and take no softcaps
+    for name in ("SEARCH_BLOCK", "WRITE_GRAD", "CAPS", "s_cap", "t_cap"):
         sig.pop(name, None)
     sig["PHASE"] = "constexpr"
     if "K_BLOCK" in sig:  # constexprs last, in the kernel's order

@@ -117,9 +117,9 @@ def test_distillation_on_policy_steps_decrease_loss(tmp_path) -> None:
         DistillationTrainer,
         DistillationConfig,
         str(tmp_path),
-        max_steps=6,
+        max_steps=16,
         optim="adamw_torch",
-        learning_rate=5e-2,
+        learning_rate=5e-3,
     )
     batch = _distillation_batch()
     with torch.no_grad():

@@ -52,7 +52,7 @@ def glue_resume_runs(tmp: str, bert: str) -> dict[str, list[str]]:
 def lm_runs(tmp: str, llama: str, bare_llama: str) -> dict[str, list[str]]:
     cache = f"{tmp}/cache"
     live = f"lm distill --teacher {llama} --student {llama} --data {LM_DATA} --output {tmp}/live"
-    live += " --max-steps 4 --batch-size 2 --save-steps 10"
+    live += " --max-steps 4 --batch-size 2 --save-steps 10 --fused-linear"
     runs = {
         "cache": f"lm cache-teacher --teacher {llama} --data {LM_DATA} --top-k 8 --output {cache}"
         " --temperature 2 --max-length 24 --batch-size 2 --shard-size 3 --max-samples 7",

@@ -43,7 +43,7 @@ def test_two_ranks_equal_one_process_with_the_doubled_batch(tmp_path, tiny_llama
 def _assert_same_cache(one, two) -> None:
     meta_one, examples_one = load_cache(str(one))
     meta_two, examples_two = load_cache(str(two))
-    assert [s.split("-")[1] for s in meta_two["shards"]] == ["r000", "r000", "r001", "r001"]
+    assert [s["name"].split("-")[1] for s in meta_two["shards"]] == ["r000", "r000", "r001", "r001"]
     assert meta_two["num_examples"] == meta_one["num_examples"] == len(examples_two) == 7
     for a, b in zip(examples_one, examples_two, strict=True):
         assert a["input_ids"] == b["input_ids"] and a["labels"] == b["labels"]

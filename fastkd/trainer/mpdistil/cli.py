@@ -40,33 +40,40 @@ def _add_mpdistil(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--curriculum-tasks", type=_names, help="comma-separated task pool (default: the main task)"
     )
-    p.add_argument("--meta-loss", choices=("collaborative", "competitive"), default="collaborative")
-    p.add_argument("--reward", choices=("binary", "real"), default="binary")
+    p.add_argument(
+        "--meta-loss",
+        choices=("collaborative", "competitive"),
+        default="collaborative",
+        help="phase-3 meta-teacher objective (default collaborative)",
+    )
+    p.add_argument(
+        "--reward", choices=("binary", "real"), default="binary", help="curriculum reward (default binary)"
+    )
     p.add_argument("--episodes", type=int, default=200, help="curriculum episodes (default 200)")
     p.add_argument("--epochs", type=int, default=10, help="student epochs = phase 2/3 rounds (default 10)")
-    p.add_argument("--teacher-epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--teacher-epochs", type=int, default=10, help="phase-1 teacher epochs (default 10)")
+    p.add_argument("--batch-size", type=int, default=8, help="batch size of every phase (default 8)")
+    p.add_argument("--max-length", type=int, default=128, help="tokens per example (default 128)")
     p.add_argument("--quiz-fraction", type=float, default=0.1, help="share of train held out as quiz")
-    p.add_argument("--teacher-lr", type=float, default=2e-5)
+    p.add_argument("--teacher-lr", type=float, default=2e-5, help="teacher learning rate (default 2e-5)")
     p.add_argument("--learning-rate", type=float, default=3e-5, help="student learning rate")
     p.add_argument("--meta-lr", type=float, default=1e-3, help="T′ head and policy learning rate")
-    p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of prob_mse against CE (default 0.5)")
     p.add_argument("--beta", type=float, default=100.0, help="PKD weight")
-    p.add_argument("--temperature", type=float, default=5.0)
+    p.add_argument("--temperature", type=float, default=5.0, help="τ of prob_mse (default 5)")
     p.add_argument(
         "--pkd-layers", type=layer_list, help="teacher layers for student layers 1..K-1 (default 1..K-1)"
     )
-    p.add_argument("--gamma", type=float, default=0.99)
+    p.add_argument("--gamma", type=float, default=0.99, help="REINFORCE discount (default 0.99)")
     p.add_argument("--detach-state", action="store_true", help="fix: no policy gradient into the student")
     p.add_argument(
         "--step-every-batch", action="store_true", help="fix: student steps every curriculum batch"
     )
     p.add_argument("--relative-discount", action="store_true", help="fix: γ^(j-t) instead of γ^j")
     p.add_argument("--fix-quirks", action="store_true", help="all three fixes")
-    p.add_argument("--max-train-samples", type=int)
-    p.add_argument("--max-eval-samples", type=int)
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--max-train-samples", type=int, help="use only the first N train examples")
+    p.add_argument("--max-eval-samples", type=int, help="use only the first N dev examples")
+    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     p.add_argument("--stop-after", help="stop after this phase (teacher, student_no_kd, student_kd, distill)")
 
 

@@ -34,7 +34,7 @@ def divergence_cpu(
     Arguments as for ``fastkd::divergence_fwd`` (softcaps included); ``grad`` may be ``student`` itself.
     Rows with NaN or +inf (or −inf everywhere) get loss NaN and a NaN gradient row.
     """
-    return _run(
+    return run_cpu_kernel(
         student, teacher, valid, labels, scale, grad, divergence, param, temperature, hard_label_weight,
         (student_softcap, teacher_softcap),
     )  # fmt: skip
@@ -53,10 +53,12 @@ def divergence_loss_cpu(
 ) -> torch.Tensor:
     """Per-token loss [N] (fp32) only, for evaluation: as ``fastkd::divergence_cpu``, writing nothing."""
     one = torch.ones((), dtype=torch.float32)
-    return _run(student, teacher, valid, labels, one, None, divergence, param, temperature, hard_label_weight)
+    return run_cpu_kernel(
+        student, teacher, valid, labels, one, None, divergence, param, temperature, hard_label_weight
+    )
 
 
-def _run(
+def run_cpu_kernel(
     student: torch.Tensor,
     teacher: torch.Tensor,
     valid: torch.Tensor,
@@ -68,7 +70,11 @@ def _run(
     temperature: float,
     hard_label_weight: float,
     softcaps: tuple[float, float] = (0.0, 0.0),
+    phase: int = 0,
+    stats: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    """The one call of ``fastkd._C.divergence_fwd_cpu``: the single-process ops above (phase 0) and the
+    vocabulary-parallel phases of ``fastkd.ops.shard`` (``phase`` 1-3 reading / writing ``stats``)."""
     from fastkd import _C  # the extension is loaded on first use only
 
     lw1, lw2 = mixture_log_weights(divergence, param)
@@ -86,6 +92,8 @@ def _run(
         lw1,
         lw2,
         *softcaps,
+        phase,
+        stats,
     )
 
 

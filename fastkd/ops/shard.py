@@ -24,6 +24,7 @@ import torch
 
 from fastkd.boundary.options import DIVERGENCES
 from fastkd.ops.divergence import launch_policy, mixture_log_weights, row_losses
+from fastkd.ops.divergence_cpu import run_cpu_kernel
 from fastkd.ops.sparse import launch_policy as sparse_launch_policy
 
 DEVICES = ("cuda", "cpu")  # the Triton ops run on CPU tensors under the Triton interpreter
@@ -44,28 +45,12 @@ def divergence_shard_cpu(
     hard_label_weight: float,
     phase: int,
 ) -> torch.Tensor:
-    """One vocabulary-parallel ``phase`` of the C++ divergence kernels on a slice (see the module)."""
-    from fastkd import _C  # the extension is loaded on first use only
-
-    lw1, lw2 = mixture_log_weights(divergence, param)
-    return _C.divergence_fwd_cpu(
-        student,
-        teacher,
-        valid,
-        labels,
-        scale,
-        grad,
-        DIVERGENCES.index(divergence),
-        param,
-        temperature,
-        hard_label_weight,
-        lw1,
-        lw2,
-        0.0,  # no softcaps: the vocabulary-parallel logits arrive transformed
-        0.0,
-        phase,
-        stats,
-    )
+    """One vocabulary-parallel ``phase`` of the C++ divergence kernels on a slice (see the module); no
+    softcaps: the vocabulary-parallel logits arrive transformed."""
+    return run_cpu_kernel(
+        student, teacher, valid, labels, scale, grad, divergence, param, temperature, hard_label_weight,
+        phase=phase, stats=stats,
+    )  # fmt: skip
 
 
 @torch.library.custom_op("fastkd::divergence_shard_fwd", mutates_args=("grad", "stats"), device_types=DEVICES)

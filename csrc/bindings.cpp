@@ -3,6 +3,7 @@
 #include <torch/extension.h>
 
 #include "divergence_cpu.h"
+#include "sparse_cpu.h"
 #ifdef FASTKD_WITH_CUDA
 #include "cuda/divergence_cuda.h"
 #endif
@@ -15,6 +16,10 @@ PYBIND11_MODULE(_C, m) {
         py::arg("hard_label_weight"), py::arg("lw1"), py::arg("lw2"), py::arg("student_softcap") = 0.0,
         py::arg("teacher_softcap") = 0.0, py::arg("phase") = 0,
         py::arg("stats") = py::none());
+  m.def("sparse_kl_fwd_cpu", &fastkd::sparse_kl_fwd_cpu, "Sparse (top-k) teacher KL loss rows and scaled gradient",
+        py::arg("student"), py::arg("indices"), py::arg("logprobs"), py::arg("rest"), py::arg("valid"),
+        py::arg("scale"), py::arg("grad"), py::arg("rest_bucket"), py::arg("temperature"),
+        py::arg("student_softcap") = 0.0);
 #ifdef FASTKD_WITH_CUDA
   m.def("divergence_fwd_cuda", &fastkd::divergence_fwd_cuda,
         "Fused divergence loss rows and scaled gradient, one thread-block cluster per row (sm_90)",

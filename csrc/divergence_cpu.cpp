@@ -6,28 +6,18 @@
 // the gradient pass, which writes V elements in the student's dtype (nothing without ``grad``: the
 // loss-only evaluation pass). Scratch is six V-length fp32
 // buffers (and one int32 for AKL) per thread, so memory beyond the gradient is O(threads·V), never
-// [N, V]. A row's result does not depend on the thread that computes it or on the thread count.
+// [N, V]. Row I/O, SIMD clones and the row loop: row_io.h.
 //
-// The row functions are compiled twice (x86-64-v3, i.e. AVX2+FMA, and baseline x86-64) and picked at
-// load time, so the build stays portable without -march. -fno-trapping-math (setup.py) lets the
-// compiler turn the selects of the row loops into vector blends; it changes no result.
+// TAID (arXiv 2501.16937) is a mode of this kernel: soft cross-entropy to the target
+// p_t = softmax((1 − t)·b + t·a), the teacher row buffer replaced by that mix right after the loads
+// (mix_taid), t in RowParams::param.
 #include "divergence_cpu.h"
-
-#include <ATen/Parallel.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-#include <omp.h>
 
 #include <algorithm>
 
 #include "akl_head.h"
 #include "divergence_row.h"
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && __GNUC__ >= 12
-#define FASTKD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define FASTKD_CLONES
-#endif
+#include "row_io.h"
 
 namespace fastkd {
 namespace {
@@ -55,64 +45,25 @@ struct Call {
   int phase = kFull;
 };
 
-// out = k·x in fp32, or k·cap·tanh(x/cap) for a softcap cap > 0 (the fused-linear path); returns max(out).
-template <typename T>
-FASTKD_CLONES float load_row(const void* src, int64_t n, float k, float cap, float* out) {
-  const T* x = static_cast<const T*>(src);
-  float m = kNegInf;
-  if (cap > 0.0f) {
-    const float inv_cap = 1.0f / cap, k_cap = k * cap;
-    for (int64_t i = 0; i < n; ++i) {
-      out[i] = k_cap * std::tanh(static_cast<float>(x[i]) * inv_cap);
-      m = out[i] > m ? out[i] : m;
-    }
-    return m;
-  }
-#pragma omp simd reduction(max : m)
+// TAID's target logits over the teacher's row buffer: a ← (1 − t)·b + t·a, a side of weight 0 dropped
+// (so its −inf entries give no 0·(−inf) = NaN), as fastkd/reference/taid.py::interpolated_logits.
+// Returns the mix's max, or NaN where the raw teacher row holds NaN or +inf (probe = Σ 0·a over its
+// non −inf entries is NaN exactly then) or, for a whole row (not a vocabulary slice, which may be all
+// padding), is −inf everywhere: at every t such a row is non-finite, and the NaN max makes the row's
+// log-sum-exp NaN, which valid_row turns into a NaN loss and gradient (kStats: a NaN global statistic).
+FASTKD_CLONES float mix_taid(const float* b, float* a, int64_t n, float t, float max_raw, bool whole_row) {
+  const float w_b = 1.0f - t;
+  const bool keep_b = t < 1.0f, keep_a = t > 0.0f;
+  float probe = 0.0f, m = kNegInf;
+#pragma omp simd reduction(+ : probe) reduction(max : m)
   for (int64_t i = 0; i < n; ++i) {
-    out[i] = static_cast<float>(x[i]) * k;
-    m = out[i] > m ? out[i] : m;
+    probe += (a[i] == kNegInf ? 0.0f : a[i]) * 0.0f;
+    const float mixed = (keep_b ? w_b * b[i] : 0.0f) + (keep_a ? t * a[i] : 0.0f);
+    a[i] = mixed;
+    m = mixed > m ? mixed : m;
   }
-  return m;
-}
-
-// The student softcap's chain factor on the gradient: h_i *= 1 − tanh², tanh = z_i/cap = b_i/(cap·inv_t).
-FASTKD_CLONES void chain_softcap(const float* b, int64_t n, float cap, float inv_t, float* h) {
-  const float k = 1.0f / (cap * inv_t);
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) h[i] *= 1.0f - (b[i] * k) * (b[i] * k);
-}
-
-template <typename T>
-FASTKD_CLONES void store_row(const float* x, int64_t n, void* dst) {
-  T* out = static_cast<T*>(dst);
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(x[i]);
-}
-
-using Loader = float (*)(const void*, int64_t, float, float, float*);
-using Storer = void (*)(const float*, int64_t, void*);
-
-template <typename F>
-F by_dtype(at::ScalarType dtype, F f32, F bf16, F f16) {
-  switch (dtype) {
-    case at::kFloat:
-      return f32;
-    case at::kBFloat16:
-      return bf16;
-    case at::kHalf:
-      return f16;
-    default:
-      TORCH_CHECK(false, "fastkd cpu backend takes float32, bfloat16 or float16 logits, got ", dtype);
-  }
-}
-
-Loader loader(at::ScalarType dtype) {
-  return by_dtype<Loader>(dtype, load_row<float>, load_row<c10::BFloat16>, load_row<c10::Half>);
-}
-
-Storer storer(at::ScalarType dtype) {
-  return by_dtype<Storer>(dtype, store_row<float>, store_row<c10::BFloat16>, store_row<c10::Half>);
+  const bool finite = probe == 0.0f && (max_raw > kNegInf || !whole_row);
+  return finite ? m : kNaN;
 }
 
 // Loss and, in row.h, the unscaled-by-T soft gradient (h − q·c); AKL mixes its two KLs. ``infinite``
@@ -169,6 +120,8 @@ float dispatch_soft(const Row& row, int64_t n, const RowStats& st, const Call& c
       return soft_part<SKEW_REVERSE_KL>(row, n, st, call, max_a, infinite);
     case TVD:
       return soft_part<TVD>(row, n, st, call, max_a, infinite);
+    case TAID:  // soft cross-entropy to the mixed target in row.a
+      return soft_part<SOFT_CE>(row, n, st, call, max_a, infinite);
     default:
       return soft_part<AKL>(row, n, st, call, max_a, infinite);
   }
@@ -257,7 +210,7 @@ at::Tensor divergence_fwd_cpu(const at::Tensor& student, const at::Tensor& teach
   TORCH_CHECK(!write || grad->scalar_type() == student.scalar_type(), "grad must have the student's dtype");
   TORCH_CHECK(valid.scalar_type() == at::kBool && valid.is_contiguous() && valid.numel() == student.size(0),
               "valid must be a contiguous bool [N] tensor");
-  TORCH_CHECK(divergence >= FORWARD_KL && divergence <= AKL, "unknown divergence index ", divergence);
+  TORCH_CHECK(divergence >= FORWARD_KL && divergence <= TAID, "unknown divergence index ", divergence);
   TORCH_CHECK(phase >= kFull && phase <= kGrad, "unknown phase ", phase);
   const bool sliced = phase != kFull;  // a vocabulary-parallel phase on one rank's slice
   TORCH_CHECK(!sliced || divergence != AKL, "akl has no vocabulary-parallel phases");
@@ -280,42 +233,31 @@ at::Tensor divergence_fwd_cpu(const at::Tensor& student, const at::Tensor& teach
                   hard,
                   static_cast<int>(phase)};
   const Loader load_s = loader(student.scalar_type()), load_t = loader(teacher.scalar_type());
-  const Storer store_g = storer(student.scalar_type());
-  const int threads = static_cast<int>(std::min<int64_t>(std::max(at::get_num_threads(), 1), rows));
+  const GradOut out(grad);
+  const int threads = row_threads(rows);
   auto scratch = at::empty({threads, kBuffers * n}, student.options().dtype(at::kFloat));
   auto order = at::empty({divergence == AKL ? threads : 0, n}, student.options().dtype(at::kInt));
   const bool* valid_ptr = valid.data_ptr<bool>();
   const int64_t* label_ptr = hard ? labels->data_ptr<int64_t>() : nullptr;
   float* loss_ptr = loss.data_ptr<float>();
   float* stats_ptr = sliced ? stats->data_ptr<float>() : nullptr;
-  const auto* s_base = static_cast<const char*>(student.data_ptr());
-  const auto* t_base = static_cast<const char*>(teacher.data_ptr());
-  auto* g_base = write ? static_cast<char*>(grad->data_ptr()) : nullptr;
-  const int64_t s_step = student.stride(0) * student.element_size();
-  const int64_t t_step = teacher.stride(0) * teacher.element_size();
-  const int64_t g_step = write ? grad->stride(0) * grad->element_size() : 0;
-  const int64_t chunk = std::max<int64_t>(1, 8192 / n);
-#pragma omp parallel num_threads(threads)
-  {
-    const int tid = omp_get_thread_num();
+  const Rows s_rows(student), t_rows(teacher);
+  const bool store = write && (phase == kFull || phase == kGrad);
+  for_each_row(rows, n, threads, [&](int64_t r, int tid) {
     float* base = scratch.data_ptr<float>() + tid * kBuffers * n;
     const Row row{base,         base + n,     base + 2 * n, base + 3 * n,
                   base + 4 * n, base + 5 * n, divergence == AKL ? order.data_ptr<int32_t>() + tid * n : nullptr};
-#pragma omp for schedule(dynamic, chunk)
-    for (int64_t r = 0; r < rows; ++r) {
-      if (valid_ptr[r]) {
-        const float max_b = load_s(s_base + r * s_step, n, call.inv_t, call.s_cap, row.b);
-        const float max_a = load_t(t_base + r * t_step, n, call.inv_t, call.t_cap, row.a);
-        if (hard) load_s(s_base + r * s_step, n, 1.0f, call.s_cap, row.z);
-        loss_ptr[r] = valid_row(row, n, call, max_a, max_b, hard ? label_ptr[r] : 0,
-                                sliced ? stats_ptr + 4 * r : nullptr);
-        if (write && call.s_cap > 0.0f) chain_softcap(row.b, n, call.s_cap, call.inv_t, row.h);
-      } else if (write) {
-        std::fill(row.h, row.h + n, 0.0f);
-      }
-      if (write && (phase == kFull || phase == kGrad)) store_g(row.h, n, g_base + r * g_step);
+    if (valid_ptr[r]) {
+      const float max_b = load_s(s_rows[r], n, call.inv_t, call.s_cap, row.b);
+      float max_a = load_t(t_rows[r], n, call.inv_t, call.t_cap, row.a);
+      if (divergence == TAID) max_a = mix_taid(row.b, row.a, n, call.rp.param, max_a, !sliced);
+      if (hard) load_s(s_rows[r], n, 1.0f, call.s_cap, row.z);
+      loss_ptr[r] = valid_row(row, n, call, max_a, max_b, hard ? label_ptr[r] : 0,
+                              sliced ? stats_ptr + 4 * r : nullptr);
+      if (write && call.s_cap > 0.0f) chain_softcap(row.b, n, call.s_cap, call.inv_t, row.h);
     }
-  }
+    if (store) out.put(r, valid_ptr[r], row.h, n);
+  });
   return loss;
 }
 

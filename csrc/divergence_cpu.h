@@ -9,8 +9,8 @@ namespace fastkd {
 
 // Per-token loss [N] (fp32, unscaled, 0 at invalid rows); writes scale·∂loss/∂student into grad
 // (when given: without it the call only evaluates the loss).
-// ``divergence`` indexes fastkd.options.DIVERGENCES; ``lw1``, ``lw2`` are the logs of the mixture
-// weights (teacher, student) of jsd and the skew KLs. ``grad`` may alias ``student``. A softcap c > 0
+// ``divergence`` indexes fastkd.options.DIVERGENCES, or is one past them for TAID (``param`` = t in
+// [0, 1]); ``lw1``, ``lw2`` are the logs of the mixture weights (teacher, student) of jsd and the skew KLs. ``grad`` may alias ``student``. A softcap c > 0
 // makes the row loader read c·tanh(x/c) for that side's logits x and chains the student's gradient
 // through it (the fused-linear path); 0 reads the logits as they are.
 // ``phase`` 0 is the single-process loss; 1-3 are the vocabulary-parallel phases of fastkd.parallel

@@ -13,13 +13,14 @@
 
 namespace fastkd {
 
-enum Divergence : int { FORWARD_KL, SOFT_CE, REVERSE_KL, JSD, SKEW_KL, SKEW_REVERSE_KL, TVD, AKL };
+// TAID is not one of fastkd.options.DIVERGENCES: the CPU kernel's mode after them (divergence_cpu.cpp).
+enum Divergence : int { FORWARD_KL, SOFT_CE, REVERSE_KL, JSD, SKEW_KL, SKEW_REVERSE_KL, TVD, AKL, TAID };
 
 // Sums over a row are taken in chunks (vectorised fp32 partial sums) and added up in double.
 constexpr int64_t kChunk = 2048;
 
 struct RowParams {
-  float param;  // β (jsd), α (skew KLs), μ (akl)
+  float param;  // β (jsd), α (skew KLs), μ (akl), t (taid)
   float lw1;    // log weight of the teacher in the mixture
   float lw2;    // log weight of the student in the mixture
 };

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 import fastkd.losses as L
 from tests.conftest import DEVICE
-from tests.helpers import GRAD_TOL, HAS_CPU_EXTENSION, LOSS_TOL, TRITON_ONLY_BACKENDS, max_err
+from tests.helpers import GRAD_TOL, LOSS_TOL, TRITON_AND_CPU_BACKENDS, max_err
 from tests.oracle_fused_linear import oracle_fused_linear
 
 H_S, H_T = 8, 12
-CPU_BACKEND = pytest.param(
-    "cpu", marks=pytest.mark.skipif(not HAS_CPU_EXTENSION or DEVICE != "cpu", reason="needs fastkd._C on CPU")
-)
-BACKENDS = [*TRITON_ONLY_BACKENDS, CPU_BACKEND]
+BACKENDS = TRITON_AND_CPU_BACKENDS
 PARAMS = {
     "jsd": ("beta", 0.3),
     "skew_kl": ("alpha", 0.2),

@@ -21,20 +21,22 @@ HAS_CPU_EXTENSION = extension_available()
 HAS_CUDA_KERNELS = (
     cuda_kernels_available() and DEVICE == "cuda" and torch.cuda.get_device_capability()[0] >= 9
 )
-# The losses whose only fused kernels are Triton's (ranking, sparse, TAID): for them backend="cpu" is an
-# error (tests/test_errors.py), so their tests run the torch and triton backends.
+# The losses whose only fused kernels are Triton's (ranking): for them backend="cpu" is an error
+# (tests/test_errors.py), so their tests run the torch and triton backends.
 TRITON_ONLY_BACKENDS = [
     "torch",
     pytest.param("triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="no triton")),
 ]
-BACKENDS = [
-    *TRITON_ONLY_BACKENDS,
-    pytest.param(
-        "cpu",
-        marks=pytest.mark.skipif(
-            not HAS_CPU_EXTENSION or DEVICE != "cpu", reason="needs CPU tensors and the built fastkd._C"
-        ),
+CPU_BACKEND = pytest.param(
+    "cpu",
+    marks=pytest.mark.skipif(
+        not HAS_CPU_EXTENSION or DEVICE != "cpu", reason="needs CPU tensors and the built fastkd._C"
     ),
+)
+# The losses with Triton and C++ kernels but no cuda backend: TAID, sparse_kl, fused-linear.
+TRITON_AND_CPU_BACKENDS = [*TRITON_ONLY_BACKENDS, CPU_BACKEND]
+BACKENDS = [
+    *TRITON_AND_CPU_BACKENDS,
     pytest.param(
         "cuda",
         marks=pytest.mark.skipif(

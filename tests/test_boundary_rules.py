@@ -11,7 +11,7 @@ import torch
 import fastkd.backends as backends
 import fastkd.losses as L
 from tests.conftest import DEVICE
-from tests.helpers import BACKENDS, TRITON_ONLY_BACKENDS
+from tests.helpers import BACKENDS, TRITON_AND_CPU_BACKENDS, TRITON_ONLY_BACKENDS
 
 NAN, INF = float("nan"), float("inf")
 
@@ -99,7 +99,7 @@ def test_module_options_are_checked_at_construction():
     assert L.SinKDObjectiveLoss(0.5, 2.0, epsilon=0.2).options == {"epsilon": 0.2}
 
 
-@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_AND_CPU_BACKENDS)
 @pytest.mark.parametrize("t", [0.0, 0.4, 1.0])
 def test_taid_non_finite_rows_give_nan_at_every_t(backend, t):
     z, u = (x.reshape(4, 33) for x in pair())
@@ -115,7 +115,7 @@ def test_taid_non_finite_rows_give_nan_at_every_t(backend, t):
     assert (student.grad[3] == 0).all()
 
 
-@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_AND_CPU_BACKENDS)
 @pytest.mark.parametrize("renormalize", [True, False])
 def test_sparse_student_non_finite_rows_give_nan(backend, renormalize):
     z, u = (x.reshape(4, 33) for x in pair())
@@ -199,7 +199,7 @@ def test_sinkd_objective_edges():
     assert loss.isfinite() and student.grad.isfinite().all()
 
 
-@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_AND_CPU_BACKENDS)
 @pytest.mark.parametrize("loss", ["taid", "sparse_kl"])
 def test_taid_and_sparse_evaluate_without_gradient_work(backend, loss):
     z, u = (x.reshape(4, 33) for x in pair())

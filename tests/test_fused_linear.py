@@ -38,8 +38,6 @@ def test_every_divergence(divergence: str, backend: str) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("source", ["hidden", "logits", "topk"])
 def test_teacher_sources_with_transforms(source: str, backend: str) -> None:
-    if source == "topk" and backend == "cpu":
-        pytest.skip("the top-k teacher has Triton kernels only (backend='cpu' is an error)")
     teacher = {} if source == "topk" else {"teacher_logit_scale": 0.8, "teacher_softcap": 3.0}
     assert_fused_matches_oracle(
         CASE, backend, source, student_logit_scale=1.3, student_softcap=2.5, chunk_size=4, **teacher
@@ -48,8 +46,6 @@ def test_teacher_sources_with_transforms(source: str, backend: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_sparse_rest_bucket_and_taid(backend: str) -> None:
-    if backend == "cpu":
-        pytest.skip("taid and the top-k teacher have Triton kernels only")
     assert_fused_matches_oracle(CASE, backend, "topk", renormalize=False, temperature=2.0, chunk_size=4)
     assert_fused_matches_oracle(
         CASE, backend, "logits", divergence="taid", t=0.3, chunk_size=4, temperature=1.5, student_softcap=2.0

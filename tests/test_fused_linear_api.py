@@ -9,8 +9,8 @@ import fastkd.losses as L
 from bench.memory import measure
 from fastkd.ops.fused_linear import fused_linear_fwd
 from tests.conftest import DEVICE
-from tests.fused_linear_helpers import CPU_BACKEND, make_case
-from tests.helpers import HAS_TRITON
+from tests.fused_linear_helpers import make_case
+from tests.helpers import CPU_BACKEND, HAS_TRITON
 
 CASE = make_case()
 H, W, U = CASE["hidden"], CASE["weight"], CASE["teacher_logits"]

@@ -8,7 +8,7 @@ import torch
 import fastkd
 import fastkd.losses as L
 from tests.conftest import DEVICE
-from tests.helpers import DTYPES, TRITON_ONLY_BACKENDS, assert_close_to_oracle
+from tests.helpers import DTYPES, TRITON_AND_CPU_BACKENDS, assert_close_to_oracle
 from tests.oracle_sparse import oracle_sparse_kl
 
 RENORMALIZE = [True, False]
@@ -69,7 +69,7 @@ def assert_matches_oracle(student, idx, lp, backend, grad_output=1.0, **options)
 
 @pytest.mark.parametrize("renormalize", RENORMALIZE)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_AND_CPU_BACKENDS)
 def test_matches_oracle(backend, dtype, renormalize):
     z = logits(2, 3, 1271, dtype=dtype)
     idx, lp = cache(logits(2, 3, 1271, seed=5), 37)
@@ -79,7 +79,7 @@ def test_matches_oracle(backend, dtype, renormalize):
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("renormalize", RENORMALIZE)
-@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_AND_CPU_BACKENDS)
 def test_reductions_masks_and_divisor(backend, renormalize, reduction):
     z = logits(4, 5, 300)
     idx, lp = cache(logits(4, 5, 300, seed=7), 16)
@@ -148,7 +148,7 @@ EDGE_CASES = {
 
 @pytest.mark.parametrize("case", sorted(EDGE_CASES))
 @pytest.mark.parametrize("renormalize", RENORMALIZE)
-@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_AND_CPU_BACKENDS)
 def test_edge_cases(backend, renormalize, case):
     z, idx, lp, options = EDGE_CASES[case]()
     assert_matches_oracle(z, idx, lp, backend, grad_output=1.3, renormalize=renormalize, **options)
@@ -156,7 +156,7 @@ def test_edge_cases(backend, renormalize, case):
 
 @pytest.mark.parametrize("temperature", [1.0, 2.5])
 @pytest.mark.parametrize("renormalize", RENORMALIZE)
-@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_AND_CPU_BACKENDS)
 def test_k_equals_v_with_teacher_topk_is_forward_kl(backend, renormalize, temperature):
     """The full cache (k = V) gives the core forward KL on the full teacher logits, loss and gradient."""
     z, u = logits(2, 3, 1271), logits(2, 3, 1271, seed=4)
@@ -170,7 +170,7 @@ def test_k_equals_v_with_teacher_topk_is_forward_kl(backend, renormalize, temper
     torch.testing.assert_close(grad, zf.grad, rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_AND_CPU_BACKENDS)
 def test_int32_indices_non_contiguous_student_and_slot_order(backend):
     z = logits(300, 6).T  # [6, 300], not unit stride along V
     idx, lp = cache(logits(6, 300, seed=3), 9, shuffle=False)

@@ -7,7 +7,7 @@ import torch
 
 import fastkd.losses as L
 from tests.conftest import DEVICE
-from tests.helpers import DTYPES, GRAD_TOL, HAS_TRITON, TRITON_ONLY_BACKENDS, assert_close_to_oracle
+from tests.helpers import DTYPES, GRAD_TOL, HAS_TRITON, TRITON_AND_CPU_BACKENDS, assert_close_to_oracle
 from tests.oracle import oracle_kd_loss
 from tests.oracle_taid import oracle_taid
 from tests.test_divergence import EDGE_CASES, logits, some_ignored
@@ -45,7 +45,7 @@ def assert_taid_matches_oracle(student, teacher, t, backend, grad_output=1.0, as
 
 @pytest.mark.parametrize("t, as_tensor", [(0.0, False), (0.35, True), (0.8, False), (1.0, True)])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_AND_CPU_BACKENDS)
 def test_matches_oracle(backend, dtype, t, as_tensor):
     z, u = logits(2, 3, 1271, dtype=dtype), logits(2, 3, 1271, dtype=dtype, seed=5)
     labels = some_ignored(2, 3, vocab=1271)
@@ -55,7 +55,7 @@ def test_matches_oracle(backend, dtype, t, as_tensor):
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_AND_CPU_BACKENDS)
 def test_reductions_masks_and_divisor(backend, reduction):
     z, u = logits(4, 5, 300), logits(4, 5, 300, seed=7)
     mask = torch.rand(4, 5, generator=torch.Generator().manual_seed(3)).to(DEVICE) > 0.3
@@ -89,7 +89,7 @@ EDGE_PARAMS = [
 
 
 @pytest.mark.parametrize("case, t", EDGE_PARAMS)
-@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_AND_CPU_BACKENDS)
 def test_edge_cases(backend, case, t):
     z, u, options = TAID_EDGE_CASES[case]()
     if case == "one_sided_neg_inf" and t == 1.0:
@@ -100,28 +100,28 @@ def test_edge_cases(backend, case, t):
     assert_taid_matches_oracle(z, u, t, backend, grad_output=1.3, **options)
 
 
-@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_AND_CPU_BACKENDS)
 def test_mixed_dtypes_and_non_contiguous_inputs(backend):
     z = logits(40, 8).T  # [8, 40], not unit stride along V
     u = logits(8, 40, seed=4, dtype=torch.bfloat16)
     assert_taid_matches_oracle(z, u, 0.45, backend)
 
 
-@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_AND_CPU_BACKENDS)
 def test_t_zero_is_the_student_entropy_with_zero_gradient(backend):
     z, u = logits(4, 1271), logits(4, 1271, seed=3)
     loss, grad = run_taid(z, u, 0.0, backend, reduction="none", temperature=1.5)
     log_q = torch.log_softmax(z.double() / 1.5, dim=-1)
     entropy = -(log_q.exp() * log_q).sum(-1)
     assert torch.allclose(loss.double(), entropy, rtol=1e-5, atol=1e-5)
-    if backend == "triton":
+    if backend in ("triton", "cpu"):
         assert torch.equal(grad, torch.zeros_like(grad))  # target and q are the same bits
     else:
         assert grad.abs().max() < 1e-7
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_AND_CPU_BACKENDS)
 def test_t_one_is_soft_cross_entropy(backend, dtype):
     z, u = logits(3, 2, 777, dtype=dtype), logits(3, 2, 777, dtype=dtype, seed=8)
     options = dict(labels=some_ignored(3, 2, vocab=777), temperature=1.3, reduction="sum")
@@ -136,7 +136,7 @@ def test_t_one_is_soft_cross_entropy(backend, dtype):
     assert torch.allclose(loss.double(), exact, rtol=1e-5)
 
 
-@pytest.mark.parametrize("backend", TRITON_ONLY_BACKENDS)
+@pytest.mark.parametrize("backend", TRITON_AND_CPU_BACKENDS)
 def test_tensor_t_is_read_at_run_time(backend):
     """The same call with a tensor t changed in place between calls follows the new value."""
     z, u = logits(3, 500), logits(3, 500, seed=1)

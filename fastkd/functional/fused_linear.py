@@ -140,8 +140,7 @@ def fused_linear_kd(
         (student_hidden, student_weight, student_bias), teacher, options, labels, mask, num_items_in_batch
     )
     weight = interpolation_weight(t, flat.hidden) if is_taid else None
-    fused = ("triton",) if is_taid or source == "topk" else ("triton", "cpu")
-    name = resolve(backend, flat.hidden, fused=fused)
+    name = resolve(backend, flat.hidden, fused=("triton", "cpu"))
     if name == "torch":
         return fused_linear_loss(flat, options, weight)
     return FusedLinearFunction.apply(

@@ -91,6 +91,7 @@ def sparse_kl(
         student_logits, teacher_topk_indices, teacher_topk_logprobs, options, labels, mask, num_items_in_batch
     )
     check_finite_inputs(check_finite, flat, temperature, teacher=False)
-    if resolve(backend, flat.student, fused=("triton",)) == "torch":
+    name = resolve(backend, flat.student, fused=("triton", "cpu"))
+    if name == "torch":
         return reference_sparse.sparse_kl_loss(flat, options)
-    return sparse_kl_fused(flat, options)
+    return sparse_kl_fused(flat, options, name)

@@ -16,8 +16,10 @@ from fastkd.boundary.inputs import (
 )
 from fastkd.boundary.options import DivergenceOptions, _check_unit
 from fastkd.functions.taid import TAIDFunction
-from fastkd.ops.taid import taid_loss
+from fastkd.ops.taid import taid_rows
 from fastkd.reference import taid as reference_taid
+
+TAID_FUSED = ("triton", "cpu")  # the Triton kernel and the C++ divergence kernel's TAID mode
 
 
 def interpolation_weight(t: object, like: torch.Tensor) -> torch.Tensor:
@@ -42,10 +44,12 @@ def interpolation_weight(t: object, like: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _fused(flat: FlatInputs, t: torch.Tensor, options: DivergenceOptions, inplace_grad: bool) -> torch.Tensor:
+def _fused(
+    flat: FlatInputs, t: torch.Tensor, options: DivergenceOptions, inplace_grad: bool, backend: str
+) -> torch.Tensor:
     student, teacher = unit_stride(flat.student), unit_stride(flat.teacher)
     if not gradient_wanted(student):  # evaluation: loss only, nothing written
-        rows = taid_loss(student, teacher, flat.valid, t, options.temperature)
+        rows = taid_rows(backend, student, teacher, flat.valid, t, flat.divisor, None, options.temperature)
         return reduce_rows(rows, flat.leading_shape, flat.divisor, options.reduction)
     return TAIDFunction.apply(
         student,
@@ -56,6 +60,7 @@ def _fused(flat: FlatInputs, t: torch.Tensor, options: DivergenceOptions, inplac
         options,
         flat.leading_shape,
         inplace_grad,
+        backend,
     )
 
 
@@ -99,8 +104,9 @@ def taid(
     flat = prepare(student_logits, teacher_logits, options, labels, mask, num_items_in_batch)
     check_finite_inputs(check_finite, flat, temperature)
     weight = interpolation_weight(t, flat.student)
-    if resolve(backend, flat.student, fused=("triton",)) == "torch":
+    name = resolve(backend, flat.student, fused=TAID_FUSED)
+    if name == "torch":
         return reference_taid.taid_loss(flat, weight, options)
     if inplace_grad and gradient_wanted(flat.student):
         check_inplace_grad(student_logits)
-    return _fused(flat, weight, options, inplace_grad)
+    return _fused(flat, weight, options, inplace_grad, name)

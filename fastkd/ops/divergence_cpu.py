@@ -1,9 +1,11 @@
 """The C++ CPU kernels of the divergence family, registered as the custom op ``fastkd::divergence_cpu``.
 
 Same schema and contract as ``fastkd::divergence_fwd`` (the Triton op): per-token fp32 loss [N], and
-scale·∂loss/∂student written into ``grad``. The kernels live in ``csrc/`` and build as ``fastkd._C``;
-rows run in parallel on ``torch.get_num_threads()`` OpenMP threads. Reads 2·N·V input elements once
-(each row then stays in the thread's cache) and writes N·V.
+scale·∂loss/∂student written into ``grad``. ``divergence`` may also be ``"taid"`` (``param`` = t): the
+kernel's TAID mode, which the ops of :mod:`fastkd.ops.taid` call with t read from its tensor. The
+kernels live in ``csrc/`` and build as ``fastkd._C``; rows run in parallel on
+``torch.get_num_threads()`` OpenMP threads. Reads 2·N·V input elements once (each row then stays in
+the thread's cache) and writes N·V.
 """
 
 from __future__ import annotations
@@ -58,6 +60,11 @@ def divergence_loss_cpu(
     )
 
 
+def kernel_index(divergence: str) -> int:
+    """The C++ kernel's index of ``divergence``: its place in DIVERGENCES, or one past them for "taid"."""
+    return len(DIVERGENCES) if divergence == "taid" else DIVERGENCES.index(divergence)
+
+
 def run_cpu_kernel(
     student: torch.Tensor,
     teacher: torch.Tensor,
@@ -85,7 +92,7 @@ def run_cpu_kernel(
         labels,
         scale,
         grad,
-        DIVERGENCES.index(divergence),
+        kernel_index(divergence),
         param,
         temperature,
         hard_label_weight,

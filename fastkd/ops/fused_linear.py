@@ -6,8 +6,9 @@ host synchronisation of the call, which sizes the chunk loop), then, chunk by ch
 1. GEMMs give the fp32 logits x = s·(h Wᵀ + b) of the student and (for a hidden-state teacher) the
    teacher (fp32 accumulation: fp32 output on CUDA, fp32 operands on CPU); a softcap turns x into
    c·tanh(x/c) in place and keeps 1 − tanh² for the chain rule;
-2. the existing fused row kernel (``fastkd::divergence_fwd`` / ``divergence_cpu`` / ``taid_fwd`` /
-   ``sparse_kl_fwd``) writes row_scale·s·∂ℓ/∂z over the student's chunk logits, in place;
+2. the existing fused row kernel (Triton: ``fastkd::divergence_fwd`` / ``taid_fwd`` / ``sparse_kl_fwd``;
+   C++: ``divergence_cpu`` / ``taid_cpu`` / ``sparse_kl_cpu``) writes row_scale·s·∂ℓ/∂z over the
+   student's chunk logits, in place (the Triton sparse kernel into a buffer of its own);
 3. d(hidden) = g @ W for the chunk, d(weight) += gᵀ @ h, d(bias) += Σ_rows g.
 
 Memory beyond inputs and outputs: the chunk's fp32 [chunk, V] buffers (two, three with a student cap)
@@ -22,8 +23,8 @@ import torch
 
 from fastkd.ops.divergence import divergence_fwd
 from fastkd.ops.divergence_cpu import divergence_cpu
-from fastkd.ops.sparse import sparse_kl_fwd
-from fastkd.ops.taid import taid_fwd
+from fastkd.ops.sparse import sparse_kl_cpu, sparse_kl_fwd
+from fastkd.ops.taid import taid_cpu, taid_fwd
 
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 
@@ -113,19 +114,26 @@ def _row_op(
     caps: tuple[float, float],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(per-row losses of the chunk, scale·∂ℓ/∂z): the kernel writes the gradient over ``z``, except
-    where it reads the student after writing (the sparse kernel; the Triton divergence kernel's label
-    logit): then the gradient gets its own buffer."""
+    where it reads the student after writing (the Triton sparse kernel; the Triton divergence kernel's
+    label logit): then the gradient gets its own buffer. ``caps`` (student, teacher) are folded into
+    the kernel's loads: every cpu kernel, and the Triton divergence kernel."""
     divergence, param, temperature, hard_w, renormalize = options
+    cpu = backend == "cpu"
     if kind == "taid":
+        if cpu:
+            return taid_cpu(z, u, valid, t, scale, z, temperature, *caps), z
         return taid_fwd(z, u, valid, t, scale, z, temperature), z
     if kind == "sparse":
         indices, logprobs, rest = (x.index_select(0, rows) for x in sparse)
+        if cpu:
+            args = (renormalize, temperature, caps[0])
+            return sparse_kl_cpu(z, indices, logprobs, rest, valid, scale, z, *args), z
         grad = torch.empty_like(z)
         return sparse_kl_fwd(z, indices, logprobs, rest, valid, scale, grad, renormalize, temperature), grad
-    op = divergence_cpu if backend == "cpu" else divergence_fwd
+    op = divergence_cpu if cpu else divergence_fwd
     chunk_labels = None if labels is None else labels.index_select(0, rows)
     # the Triton kernel reads the label's logit after writing the gradient: not in place with hard labels
-    grad = torch.empty_like(z) if hard_w > 0.0 and backend != "cpu" else z
+    grad = torch.empty_like(z) if hard_w > 0.0 and not cpu else z
     loss = op(z, u, valid, chunk_labels, scale, grad, divergence, param, temperature, hard_w, *caps)
     return loss, grad
 
@@ -152,7 +160,7 @@ class ChunkPass:
         """Loss rows into ``loss``; with ``grads``, the chunk's gradients added into them."""
         per_row = self.row_scale.dim() == 1
         kernel_scale = (self.row_scale.new_ones(()) if per_row else self.row_scale).mul(self.student.scale)
-        fold = self.kind == "divergence"  # its kernels apply both softcaps as they load
+        fold = self.kind == "divergence" or self.backend == "cpu"  # the kernel applies the softcaps
         h, z, chain = self.student.logits(rows, cap_here=not fold)
         t_scale, t_cap = self.teacher_transform
         caps = (self.student.cap, t_cap) if fold else (0.0, 0.0)

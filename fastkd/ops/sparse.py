@@ -1,4 +1,5 @@
-"""Launcher of the fused sparse-teacher KL kernel, registered as the custom op ``fastkd::sparse_kl_fwd``."""
+"""The fused sparse-teacher KL kernels as custom ops: ``fastkd::sparse_kl_fwd`` (Triton) and
+``fastkd::sparse_kl_cpu`` (C++, ``csrc/sparse_cpu.cpp``), each with a loss-only op for evaluation."""
 
 from __future__ import annotations
 
@@ -111,5 +112,71 @@ def sparse_kl_loss(
     return launch_sparse_kl(student, indices, logprobs, rest, valid, one, None, renormalize, temperature)
 
 
-sparse_kl_fwd.register_fake(row_losses)
-sparse_kl_loss.register_fake(row_losses)
+def run_sparse_cpu(
+    student: torch.Tensor,
+    indices: torch.Tensor,
+    logprobs: torch.Tensor,
+    rest: torch.Tensor,
+    valid: torch.Tensor,
+    scale: torch.Tensor,
+    grad: torch.Tensor | None,
+    renormalize: bool,
+    temperature: float,
+    student_softcap: float = 0.0,
+) -> torch.Tensor:
+    """The one call of ``fastkd._C.sparse_kl_fwd_cpu`` (indices in any order; no sort needed)."""
+    from fastkd import _C  # the extension is loaded on first use only
+
+    rest_bucket = has_rest_bucket(renormalize, indices.shape[1], student.shape[1])
+    return _C.sparse_kl_fwd_cpu(
+        student,
+        indices.contiguous(),
+        logprobs.to(torch.float32).contiguous(),
+        rest,
+        valid,
+        scale,
+        grad,
+        rest_bucket,
+        temperature,
+        student_softcap,
+    )
+
+
+@torch.library.custom_op("fastkd::sparse_kl_cpu", mutates_args=("grad",), device_types="cpu")
+def sparse_kl_cpu(
+    student: torch.Tensor,
+    indices: torch.Tensor,
+    logprobs: torch.Tensor,
+    rest: torch.Tensor,
+    valid: torch.Tensor,
+    scale: torch.Tensor,
+    grad: torch.Tensor,
+    renormalize: bool,
+    temperature: float,
+    student_softcap: float = 0.0,
+) -> torch.Tensor:
+    """As ``fastkd::sparse_kl_fwd`` on the C++ kernel: reads N·V elements once (each row then stays in
+    the thread's cache) and writes N·V; ``grad`` may be ``student`` itself. ``student_softcap`` c > 0
+    makes the kernel read c·tanh(z/c) and chain the gradient through it (the fused-linear path)."""
+    return run_sparse_cpu(
+        student, indices, logprobs, rest, valid, scale, grad, renormalize, temperature, student_softcap
+    )
+
+
+@torch.library.custom_op("fastkd::sparse_kl_loss_cpu", mutates_args=(), device_types="cpu")
+def sparse_kl_loss_cpu(
+    student: torch.Tensor,
+    indices: torch.Tensor,
+    logprobs: torch.Tensor,
+    rest: torch.Tensor,
+    valid: torch.Tensor,
+    renormalize: bool,
+    temperature: float,
+) -> torch.Tensor:
+    """Per-token loss [N] (fp32) only, on the C++ kernel: reads N·V elements once, writes nothing else."""
+    one = torch.ones((), dtype=torch.float32)
+    return run_sparse_cpu(student, indices, logprobs, rest, valid, one, None, renormalize, temperature)
+
+
+for _op in (sparse_kl_fwd, sparse_kl_loss, sparse_kl_cpu, sparse_kl_loss_cpu):
+    _op.register_fake(row_losses)

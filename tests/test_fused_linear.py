@@ -50,6 +50,9 @@ def test_sparse_rest_bucket_and_taid(backend: str) -> None:
     assert_fused_matches_oracle(
         CASE, backend, "logits", divergence="taid", t=0.3, chunk_size=4, temperature=1.5, student_softcap=2.0
     )
+    caps = dict(student_softcap=2.5, teacher_softcap=3.0, teacher_logit_scale=0.8)
+    for t in (0.0, 1.0):  # one side dropped from the target
+        assert_fused_matches_oracle(CASE, backend, divergence="taid", t=t, chunk_size=3, **caps)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -101,3 +104,6 @@ def test_half_precision(dtype: torch.dtype, backend: str) -> None:
     assert_fused_matches_oracle(
         CASE, backend, dtype=dtype, divergence="jsd", beta=0.4, chunk_size=4, student_softcap=3.0
     )
+    options = dict(dtype=dtype, chunk_size=4, student_softcap=3.0, temperature=1.5)
+    assert_fused_matches_oracle(CASE, backend, divergence="taid", t=0.6, **options)
+    assert_fused_matches_oracle(CASE, backend, "topk", renormalize=False, **options)

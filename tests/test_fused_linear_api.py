@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -193,25 +195,42 @@ def test_compile_fullgraph_matches_eager(backend):
         torch.testing.assert_close(compiled, eager)
 
 
-def _fused_step(n: int, vocab: int, hidden: int, backend: str, **options):
+def _topk_teacher(n: int, vocab: int, k: int, gen: torch.Generator) -> dict:
+    """A top-k cache without [N, V] logits: k distinct ids per row (a random offset into k bands of the
+    vocabulary) and log-probabilities of mass 0.9."""
+    offsets = torch.randint(0, vocab // k, (n, k), generator=gen)
+    indices = (torch.arange(k) * (vocab // k) + offsets).to(DEVICE)
+    logprobs = (torch.log_softmax(torch.randn(n, k, generator=gen), -1) + math.log(0.9)).to(DEVICE)
+    return {"teacher_topk_indices": indices, "teacher_topk_logprobs": logprobs}
+
+
+def _fused_step(n: int, vocab: int, hidden: int, backend: str, source: str = "hidden", **options):
     gen = torch.Generator().manual_seed(0)
     h = torch.randn(n, hidden, generator=gen).to(DEVICE).requires_grad_()
     w = (torch.randn(vocab, hidden, generator=gen) / hidden**0.5).to(DEVICE).requires_grad_()
     th = torch.randn(n, hidden, generator=gen).to(DEVICE)
     tw = torch.randn(vocab, hidden, generator=gen).to(DEVICE) / hidden**0.5
+    teacher = {"teacher_hidden": th, "teacher_weight": tw}
+    if source == "topk":
+        teacher = _topk_teacher(n, vocab, 64, gen)
 
     def step() -> None:
         h.grad = w.grad = None
-        L.fused_linear_kd(h, w, th, tw, backend=backend, **options).backward()
+        L.fused_linear_kd(h, w, **teacher, backend=backend, **options).backward()
 
     step()
     return step
 
 
 @pytest.mark.skipif(DEVICE != "cpu", reason="CPU memory via the profiler")
-def test_cpu_peak_memory_far_below_one_logits_tensor():
+@pytest.mark.parametrize(
+    "source, options",
+    [("hidden", {}), ("hidden", {"divergence": "taid", "t": 0.4}), ("topk", {"renormalize": False})],
+    ids=["forward_kl", "taid", "topk"],
+)
+def test_cpu_peak_memory_far_below_one_logits_tensor(source, options):
     n, vocab, hidden = 8192, 32000, 16
-    use = measure(_fused_step(n, vocab, hidden, "cpu", chunk_size=256), DEVICE)
+    use = measure(_fused_step(n, vocab, hidden, "cpu", source, chunk_size=256, **options), DEVICE)
     gradients = (n + vocab) * hidden * 4
     logits = n * vocab * 4
     assert use.peak is not None and use.peak - gradients <= logits / 10, (use.peak, logits)

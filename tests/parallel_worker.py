@@ -63,7 +63,7 @@ def cases(world: int) -> list[dict]:
         backends = backends[:1]
     out = []
     for divergence in PARALLEL_DIVERGENCES:
-        for backend in backends if divergence not in ("taid", "akl") else ["torch"]:
+        for backend in backends if divergence != "akl" else ["torch"]:
             hard = 0.0 if divergence == "taid" else 0.3
             common = dict(divergence=divergence, backend=backend)
             out.append(dict(common, dtype="float32", hard=hard, temperature=1.7))
@@ -95,6 +95,7 @@ def fused_cases(world: int) -> list[dict]:
     if world == 2:
         out.append(dict(divergence="jsd", backend="torch", scale=1.5, softcap=4.0))
         out.append(dict(divergence="taid", backend="torch"))
+        out.append(dict(divergence="taid", backend=backend, softcap=3.0))
         # bf16 against the fused single-process loss (whose GEMMs round the teacher to bf16 too)
         out.append(dict(divergence="reverse_kl", backend=backend, dtype="bfloat16"))
     return [dict(dict(seed=100 + i, fused=True, dtype="float32"), **case) for i, case in enumerate(out)]

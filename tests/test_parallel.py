@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from fastkd.backends import extension_available
 from tests.parallel_worker import SIZES, worker
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
@@ -70,6 +71,9 @@ def test_every_divergence_backend_and_option_is_covered(run):
     assert {c["dtype"] for c in cases} == {"float32", "bfloat16"}
     assert any(c.get("ignore_all") for c in cases) and any(c.get("hard") for c in cases)
     assert any(c.get("fused") and c.get("hard") for c in cases)  # vocab_parallel_fused_linear_kd
+    taid_cpu = {bool(c.get("fused")) for c in cases if c["divergence"] == "taid" and c["backend"] == "cpu"}
+    if extension_available():  # TAID on the C++ kernel's TAID mode (on 2 ranks fused-linear too)
+        assert taid_cpu == ({False, True} if world == 2 else {False})
     if world == 2:
         assert {c.get("renormalize") for c in cases if c.get("sparse")} == {True, False}
     if world == 2:

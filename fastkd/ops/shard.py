@@ -13,9 +13,9 @@ contiguous) carries per-row statistics between the phases and the collectives th
   ``scale``·∂loss/∂student, hard-label part included; ``labels`` are then slice-local ids (out of
   [0, V_r) when another rank holds the label's logit). Reads 2·N·V_r, writes N·V_r.
 
-Same kernels as the single-process ops (``fastkd::divergence_fwd``, ``fastkd::divergence_cpu``,
-``fastkd::taid_fwd``): a phase argument selects the entry; AKL has none (its head threshold is not a
-row statistic).
+Same kernels as the single-process ops (``fastkd::divergence_fwd``, ``fastkd::divergence_cpu`` and
+its TAID mode, ``fastkd::taid_fwd``): a phase argument selects the entry; AKL has none (its head
+threshold is not a row statistic).
 """
 
 from __future__ import annotations
@@ -49,6 +49,28 @@ def divergence_shard_cpu(
     softcaps: the vocabulary-parallel logits arrive transformed."""
     return run_cpu_kernel(
         student, teacher, valid, labels, scale, grad, divergence, param, temperature, hard_label_weight,
+        phase=phase, stats=stats,
+    )  # fmt: skip
+
+
+@torch.library.custom_op("fastkd::taid_shard_cpu", mutates_args=("grad", "stats"), device_types="cpu")
+def taid_shard_cpu(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    valid: torch.Tensor,
+    t: torch.Tensor,
+    scale: torch.Tensor,
+    grad: torch.Tensor,
+    stats: torch.Tensor,
+    temperature: float,
+    phase: int,
+) -> torch.Tensor:
+    """One vocabulary-parallel ``phase`` (STATS or GRAD) of the C++ divergence kernel's TAID mode on a
+    slice: ``stats`` columns 0 and 1 hold the log-sum-exps of the mixed target logits and of b = z/T
+    (the kernel's lse_a, lse_b: both become global the same way). A slice whose raw teacher holds NaN
+    or +inf makes its row NaN at every t (a slice may be all −inf: padding)."""
+    return run_cpu_kernel(
+        student, teacher, valid, None, scale, grad, "taid", float(t), temperature, 0.0,
         phase=phase, stats=stats,
     )  # fmt: skip
 
@@ -201,5 +223,5 @@ def sparse_kl_shard_fwd(
     return loss
 
 
-for _op in (divergence_shard_cpu, divergence_shard_fwd, taid_shard_fwd, sparse_kl_shard_fwd):
+for _op in (divergence_shard_cpu, divergence_shard_fwd, taid_shard_cpu, taid_shard_fwd, sparse_kl_shard_fwd):
     _op.register_fake(row_losses)

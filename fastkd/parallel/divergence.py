@@ -20,7 +20,7 @@ from fastkd.boundary.inputs import FlatInputs, reduce_rows, unit_stride
 from fastkd.boundary.options import DivergenceOptions
 from fastkd.boundary.parallel import CONSTANT_ROW_SUM, GRAD, ROW_SUM, STATS, ShardLayout
 from fastkd.functions.divergence import rescaled_gradient, save_fused_gradient
-from fastkd.ops.shard import divergence_shard_cpu, divergence_shard_fwd, taid_shard_fwd
+from fastkd.ops.shard import divergence_shard_cpu, divergence_shard_fwd, taid_shard_cpu, taid_shard_fwd
 from fastkd.parallel.comm import all_reduce_sum_, global_logsumexp_
 from fastkd.reference.shard import divergence_shard_torch, taid_shard_torch
 
@@ -29,7 +29,7 @@ _DIVERGENCE_PHASES = {
     "triton": divergence_shard_fwd,
     "torch": divergence_shard_torch,
 }
-_TAID_PHASES = {"triton": taid_shard_fwd, "torch": taid_shard_torch}
+_TAID_PHASES = {"cpu": taid_shard_cpu, "triton": taid_shard_fwd, "torch": taid_shard_torch}
 
 
 @dataclass(frozen=True)

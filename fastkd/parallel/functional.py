@@ -105,7 +105,7 @@ def vocab_parallel_kd_loss(
         flat = prepare(student_logits_shard, teacher_logits_shard, local, labels, mask, num_items_in_batch)
         if options.needs_labels and flat.labels is None:
             raise ValueError(f"hard_label_weight={hard_label_weight} needs labels, got labels=None")
-        fused = {"taid": ("triton",), "akl": ()}.get(divergence, ("triton", "cpu"))
+        fused = () if divergence == "akl" else ("triton", "cpu")
         name = resolve(backend, flat.student, fused=fused)
         weight = interpolation_weight(t, flat.student) if divergence == "taid" else None
         return options, flat, name, weight
@@ -181,8 +181,7 @@ def vocab_parallel_fused_linear_kd(
         flat = prepare_fused_linear(
             student, teacher, local_options(options), labels, mask, num_items_in_batch
         )
-        fused = ("triton",) if divergence == "taid" else ("triton", "cpu")
-        name = resolve(backend, flat.hidden, fused=fused)
+        name = resolve(backend, flat.hidden, fused=("triton", "cpu"))
         weight = interpolation_weight(t, flat.hidden) if divergence == "taid" else None
         return options, flat, name, weight
 

@@ -29,9 +29,9 @@ import pytest
 import torch
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from bench.common import DEVICE, DTYPES, LossFn, bench_logits, compiled, require_triton
+from bench.common import DEVICE, DTYPES, LossFn, bench_logits, compiled, require_cpu_extension, require_triton
 from bench.shapes import Shape, dtype_name, shapes
-from fastkd.backends import cuda_kernels_available, extension_available
+from fastkd.backends import cuda_kernels_available
 from fastkd.boundary.options import DIVERGENCES, FAMILY_PARAMETER
 from fastkd.losses import kd_loss
 
@@ -85,8 +85,7 @@ def make_loss(provider: str, divergence: str) -> LossFn:
             pytest.skip("fastkd-cuda needs an sm_90 GPU and fastkd._C built with its CUDA kernels")
         return _fastkd(divergence, "cuda")
     if provider == "fastkd-cpu":
-        if DEVICE != "cpu" or not extension_available():
-            pytest.skip("fastkd-cpu needs CPU tensors and the built extension fastkd._C")
+        require_cpu_extension()
         return _fastkd(divergence, "cpu")
     if provider == "torch-eager":
         return _fastkd(divergence, "torch")

@@ -26,9 +26,8 @@ import pytest
 import torch
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from bench.common import DEVICE, compiled, device_name, memory_info, time_step
+from bench.common import DEVICE, compiled, device_name, memory_info, require_cpu_extension, time_step
 from bench.shapes import dtype_name
-from fastkd.backends import extension_available
 from fastkd.losses import fused_linear_kd
 
 PROVIDERS = ("fastkd-triton", "fastkd-cpu", "torch-eager", "torch-compile", "trl", "liger")
@@ -92,8 +91,7 @@ def loss_for(provider: str, divergence: str):
             pytest.skip("fastkd-triton needs CUDA")
         return _fastkd(divergence, "triton")
     if provider == "fastkd-cpu":
-        if DEVICE != "cpu" or not extension_available():
-            pytest.skip("fastkd-cpu needs CPU tensors and fastkd._C")
+        require_cpu_extension()
         return _fastkd(divergence, "cpu")
     if provider == "torch-eager":
         return _fastkd(divergence, "torch")

@@ -4,6 +4,7 @@ Run ``python -m pytest bench/bench_sparse.py --benchmark-json=out.json`` and ren
 ``python -m bench.report out.json`` (the case name says k and the mode). Providers side by side:
 
 - ``fastkd-triton``: ``sparse_kl(backend="triton")`` (CUDA only);
+- ``fastkd-cpu``: ``sparse_kl(backend="cpu")``, the C++ kernel (CPU, once ``fastkd._C`` is built);
 - ``torch-eager``: ``sparse_kl(backend="torch")``, fastkd's pure-PyTorch reference (stable rest mass);
 - ``torch-gather``: a plain PyTorch gather-based implementation, as one would write it by hand
   (log_softmax of the student, gather at the indices, rest mass as log(1 − Σ q_k));
@@ -30,13 +31,14 @@ from bench.common import (
     forward_backward,
     logits_info,
     make_logits,
+    require_cpu_extension,
     require_triton,
     time_step,
 )
 from bench.shapes import Shape, dtype_name, logit_bytes, shapes
 from fastkd.losses import sparse_kl
 
-PROVIDERS = ("fastkd-triton", "torch-eager", "torch-gather", "torch-compile")
+PROVIDERS = ("fastkd-triton", "fastkd-cpu", "torch-eager", "torch-gather", "torch-compile")
 K = 64
 Cache = tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -60,6 +62,9 @@ def make_loss(provider: str, renormalize: bool) -> LossFn:
     if provider == "fastkd-triton":
         require_triton()
         return lambda z, idx, lp: sparse_kl(z, idx, lp, renormalize=renormalize, backend="triton")
+    if provider == "fastkd-cpu":
+        require_cpu_extension()
+        return lambda z, idx, lp: sparse_kl(z, idx, lp, renormalize=renormalize, backend="cpu")
     if provider == "torch-eager":
         return lambda z, idx, lp: sparse_kl(z, idx, lp, renormalize=renormalize, backend="torch")
     plain = lambda z, idx, lp: gather_sparse_kl(z, idx, lp, renormalize)

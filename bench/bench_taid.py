@@ -5,6 +5,8 @@ and a plot with ``python -m bench.report out.json`` (``divergence`` is ``"taid"`
 Providers, side by side in one session, all at t = 0.5 held in a device tensor:
 
 - ``fastkd-triton``: ``taid(backend="triton")`` (CUDA only);
+- ``fastkd-cpu``: ``taid(backend="cpu")``, the C++ divergence kernel's TAID mode (CPU, once
+  ``fastkd._C`` is built);
 - ``torch-eager``: ``taid(backend="torch")``, the pure-PyTorch reference;
 - ``torch-compile``: ``torch.compile(fullgraph=True)`` of that same reference call;
 - ``naive``: TAID as one writes it from the paper in plain PyTorch (log-softmax of both models, mix,
@@ -20,11 +22,11 @@ import pytest
 import torch
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from bench.common import DEVICE, DTYPES, LossFn, bench_logits, compiled, require_triton
+from bench.common import DEVICE, DTYPES, LossFn, bench_logits, compiled, require_cpu_extension, require_triton
 from bench.shapes import Shape, dtype_name, shapes
 from fastkd.losses import taid
 
-PROVIDERS = ("fastkd-triton", "torch-eager", "torch-compile", "naive")
+PROVIDERS = ("fastkd-triton", "fastkd-cpu", "torch-eager", "torch-compile", "naive")
 T = 0.5
 
 
@@ -42,6 +44,9 @@ def make_loss(provider: str) -> LossFn:
     if provider == "fastkd-triton":
         require_triton()
         return lambda student, teacher: taid(student, teacher, t, backend="triton")
+    if provider == "fastkd-cpu":
+        require_cpu_extension()
+        return lambda student, teacher: taid(student, teacher, t, backend="cpu")
     reference = lambda student, teacher: taid(student, teacher, t, backend="torch")
     if provider == "torch-eager":
         return reference

@@ -26,7 +26,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from bench.memory import MemoryUse, measure
 from bench.shapes import Shape, bytes_moved, dtype_name, gbps, logit_bytes
-from fastkd.backends import triton_available
+from fastkd.backends import extension_available, triton_available
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -59,6 +59,12 @@ def require_triton() -> None:
     """Skip the test unless the ``fastkd-triton`` provider can run here."""
     if DEVICE != "cuda" or not triton_available():
         pytest.skip("fastkd-triton needs a CUDA device and triton")
+
+
+def require_cpu_extension() -> None:
+    """Skip the test unless the ``fastkd-cpu`` provider can run here."""
+    if DEVICE != "cpu" or not extension_available():
+        pytest.skip("fastkd-cpu needs CPU tensors and the built extension fastkd._C")
 
 
 def compiled(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:

@@ -19,7 +19,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("sparse_kl_fwd_cpu", &fastkd::sparse_kl_fwd_cpu, "Sparse (top-k) teacher KL loss rows and scaled gradient",
         py::arg("student"), py::arg("indices"), py::arg("logprobs"), py::arg("rest"), py::arg("valid"),
         py::arg("scale"), py::arg("grad"), py::arg("rest_bucket"), py::arg("temperature"),
-        py::arg("student_softcap") = 0.0);
+        py::arg("student_softcap") = 0.0, py::arg("phase") = 0, py::arg("stats") = py::none());
 #ifdef FASTKD_WITH_CUDA
   m.def("divergence_fwd_cuda", &fastkd::divergence_fwd_cuda,
         "Fused divergence loss rows and scaled gradient, one thread-block cluster per row (sm_90)",

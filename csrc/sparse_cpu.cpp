@@ -19,6 +19,13 @@
 // V-length and one k-length fp32 buffers per thread. A student row with NaN or +inf, or −inf
 // everywhere, has a non-finite lse_all: loss and gradient row NaN. A row whose buckets all hold −inf
 // has no teacher mass: loss 0, gradient 0. Indices need not be sorted (unique per row, in [0, V)).
+//
+// Vocabulary-parallel phases (fastkd.parallel.sparse): the row is one rank's slice of V_r columns and
+// the indices are slice-local (outside [0, V_r) for slots another rank holds); stats [N, 4] carries
+// the log-sum-exps of b over the slice (lse_all) and over its columns outside the support (lse_rest).
+// kStats writes the slice's; kGrad reads the global ones, writes the slice's gradient and returns the
+// slice's −Σ p̃_k b_k over the slots it holds (the caller adds the rest of the loss, which needs no
+// student logits).
 #include "sparse_cpu.h"
 
 #include "divergence_row.h"
@@ -27,10 +34,13 @@
 namespace fastkd {
 namespace {
 
+enum Phase : int { kFull, kStats, kGrad = 3 };  // fastkd.boundary.parallel's STATS and GRAD
+
 struct SparseCall {
   int64_t k;
   float inv_t, scale, cap;
   bool rest;
+  int phase;
 };
 
 // One row's teacher: tempered bucket log-sum-exp lse_t = logaddexp(lse_k(a), a_rest).
@@ -116,13 +126,58 @@ FASTKD_CLONES float sparse_row(float* b, float* g, float* bk, const int64_t* idx
   return static_cast<float>(loss);
 }
 
+// kStats on a slice: stats[0] = log-sum-exp of b, with a rest bucket stats[1] = that over the slice's
+// columns outside the support (b is masked in place; the row is not used afterwards).
+FASTKD_CLONES void slice_stats(float* b, float* g, const int64_t* idx, int64_t n, const SparseCall& c,
+                               float max_b, float* stats) {
+  float unused;
+  stats[0] = exp_shifted(b, max_b, g, n, &unused);
+  if (!c.rest) return;
+  for (int64_t s = 0; s < c.k; ++s) {
+    if (idx[s] >= 0 && idx[s] < n) b[idx[s]] = kNegInf;
+  }
+  stats[1] = exp_shifted(b, max_of(b, n), g, n, &unused);
+}
+
+// kGrad on a slice, from the global log-sum-exps in stats: the slice's gradient in g and −Σ p̃_k b_k
+// over the slots it holds. A non-finite global row (NaN or +inf in some slice, or −inf everywhere) is NaN.
+FASTKD_CLONES float slice_grad(const float* b, float* g, const int64_t* idx, const float* lp, float rest,
+                               int64_t n, const SparseCall& c, const float* stats) {
+  const float lse_all = stats[0], lse_rest = stats[1];
+  if (!(std::fabs(lse_all) < kPosInf)) {
+    std::fill(g, g + n, kNaN);
+    return kNaN;
+  }
+  const float a_rest = c.rest ? rest * c.inv_t : kNegInf;
+  const float lse_t = teacher_lse(lp, c.k, c.inv_t, a_rest);
+  const float safe_t = lse_t == kNegInf ? 0.0f : lse_t;
+  const float coef = lse_t == kNegInf ? 0.0f : c.scale * c.inv_t;
+  const float p_rest = c.rest && lse_rest > kNegInf ? std::exp(a_rest - safe_t) : 0.0f;
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float off_support = p_rest * fast_exp(std::min(b[i] - lse_rest, 0.0f));
+    g[i] = (fast_exp(b[i] - lse_all) - off_support) * coef;
+  }
+  double picked = 0.0;
+  for (int64_t s = 0; s < c.k; ++s) {
+    if (idx[s] < 0 || idx[s] >= n) continue;  // another rank's slot
+    const float a = lp[s] * c.inv_t, bs = b[idx[s]];
+    const float p = a == kNegInf ? 0.0f : std::exp(a - safe_t);
+    g[idx[s]] = (std::exp(bs - lse_all) - p) * coef;
+    picked += p > 0.0f ? p * bs : 0.0f;
+  }
+  return static_cast<float>(-picked);
+}
+
 }  // namespace
 
 at::Tensor sparse_kl_fwd_cpu(const at::Tensor& student, const at::Tensor& indices, const at::Tensor& logprobs,
                              const at::Tensor& rest, const at::Tensor& valid, const at::Tensor& scale,
                              const std::optional<at::Tensor>& grad, bool rest_bucket, double temperature,
-                             double student_softcap) {
+                             double student_softcap, int64_t phase, const std::optional<at::Tensor>& stats) {
   const bool write = grad.has_value();
+  TORCH_CHECK(phase == kFull || phase == kStats || phase == kGrad, "unknown phase ", phase);
+  const bool sliced = phase != kFull;
   TORCH_CHECK(student.dim() == 2 && student.stride(1) == 1, "student must be [N, V] with unit stride along V");
   TORCH_CHECK(!write || (grad->sizes() == student.sizes() && grad->stride(1) == 1 &&
                          grad->scalar_type() == student.scalar_type()),
@@ -136,11 +191,19 @@ at::Tensor sparse_kl_fwd_cpu(const at::Tensor& student, const at::Tensor& indice
               "rest must be a contiguous fp32 [N] tensor");
   TORCH_CHECK(valid.scalar_type() == at::kBool && valid.is_contiguous() && valid.numel() == rows,
               "valid must be a contiguous bool [N] tensor");
+  TORCH_CHECK(!sliced || (stats.has_value() && stats->scalar_type() == at::kFloat && stats->is_contiguous() &&
+                          stats->dim() == 2 && stats->size(0) == rows && stats->size(1) == 4 &&
+                          student_softcap == 0.0),
+              "a vocabulary-parallel phase needs contiguous fp32 stats [N, 4] and no softcap");
   auto loss = at::zeros({rows}, student.options().dtype(at::kFloat));
   if (rows == 0) return loss;
   const int64_t k = indices.size(1);
-  const SparseCall call{k, static_cast<float>(1.0 / temperature), scale.to(at::kFloat).item<float>(),
-                        static_cast<float>(student_softcap), rest_bucket};
+  const SparseCall call{k,
+                        static_cast<float>(1.0 / temperature),
+                        scale.to(at::kFloat).item<float>(),
+                        static_cast<float>(student_softcap),
+                        rest_bucket,
+                        static_cast<int>(phase)};
   const Loader load_s = loader(student.scalar_type());
   const GradOut out(grad);
   const int threads = row_threads(rows);
@@ -151,16 +214,24 @@ at::Tensor sparse_kl_fwd_cpu(const at::Tensor& student, const at::Tensor& indice
   const float* lp_ptr = logprobs.data_ptr<float>();
   const float* rest_ptr = rest.data_ptr<float>();
   float* loss_ptr = loss.data_ptr<float>();
+  float* stats_ptr = sliced ? stats->data_ptr<float>() : nullptr;
   const Rows s_rows(student);
   for_each_row(rows, n, threads, [&](int64_t r, int tid) {
     float* b = scratch.data_ptr<float>() + tid * per_thread;
     float *g = b + n, *bk = b + 2 * n;
+    const int64_t* idx = idx_ptr + r * k;
     if (valid_ptr[r]) {
       const float max_b = load_s(s_rows[r], n, call.inv_t, call.cap, b);
-      loss_ptr[r] = sparse_row(b, g, bk, idx_ptr + r * k, lp_ptr + r * k, rest_ptr[r], n, call, max_b, write);
-      if (write && call.cap > 0.0f) chain_softcap(b, n, call.cap, call.inv_t, g);
+      if (phase == kStats) {
+        slice_stats(b, g, idx, n, call, max_b, stats_ptr + 4 * r);
+      } else if (phase == kGrad) {
+        loss_ptr[r] = slice_grad(b, g, idx, lp_ptr + r * k, rest_ptr[r], n, call, stats_ptr + 4 * r);
+      } else {
+        loss_ptr[r] = sparse_row(b, g, bk, idx, lp_ptr + r * k, rest_ptr[r], n, call, max_b, write);
+        if (write && call.cap > 0.0f) chain_softcap(b, n, call.cap, call.inv_t, g);
+      }
     }
-    if (write) out.put(r, valid_ptr[r], g, n);
+    if (write && phase != kStats) out.put(r, valid_ptr[r], g, n);
   });
   return loss;
 }

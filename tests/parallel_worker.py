@@ -143,17 +143,20 @@ def run_fused_case(case: dict, rank: int, world: int, counter: ByteCounter) -> d
 
 def sparse_cases(world: int) -> list[dict]:
     """Top-k teacher: renormalised, with the rest bucket (bf16, mask, per-token loss; also through
-    the Triton kernel's sliced entry), and k = V."""
+    the Triton kernel's sliced entry), and k = V; torch and the C++ kernel's phases."""
     out = [dict(k=4, renormalize=True, temperature=1.5, dtype="float32")]
     if world == 2:
         out.append(dict(k=5, renormalize=False, reduction="none", mask=True, dtype="bfloat16"))
         out.append(dict(k=VOCAB, renormalize=False, reduction="sum", dtype="float32"))
+    backends = ["torch", "cpu"] if extension_available() else ["torch"]  # cpu: the C++ kernel's phases
     out = [
-        dict(case, seed=200 + i, sparse=True, divergence="sparse_kl", backend="torch")
+        dict(case, seed=200 + i, sparse=True, divergence="sparse_kl", backend=backend)
         for i, case in enumerate(out)
+        for backend in backends
     ]
     if world == 2 and os.environ.get("FASTKD_PARALLEL_TRITON", "1") == "1":  # the kernel's sliced entry
-        out.append(dict(out[1], seed=210, backend="triton", dtype="float32"))
+        rest = next(case for case in out if case["k"] == 5)  # the rest bucket
+        out.append(dict(rest, seed=210, backend="triton", dtype="float32"))
     return out
 
 

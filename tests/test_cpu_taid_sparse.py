@@ -12,8 +12,10 @@ import torch.nn.functional as F
 import fastkd
 import fastkd.losses as L
 from bench.memory import measure
+from fastkd.boundary.parallel import GRAD, STATS
 from fastkd.boundary.sparse import rest_log_mass
 from fastkd.ops.divergence_cpu import divergence_cpu
+from fastkd.ops.shard import sparse_kl_shard_cpu, taid_shard_cpu
 from fastkd.ops.sparse import sparse_kl_cpu, sparse_kl_loss_cpu
 from fastkd.ops.taid import taid_cpu, taid_loss_cpu
 from tests.conftest import DEVICE
@@ -149,6 +151,34 @@ def test_opcheck_of_the_ops():
     ]
     for op, args in cases:
         torch.library.opcheck(op, args)
+
+
+@pytest.mark.parametrize("rest_bucket", [False, True])
+def test_one_slice_of_the_whole_vocabulary_is_the_single_process_kernel(rest_bucket):
+    """The vocabulary-parallel phases (STATS, then GRAD on the statistics as they are: one rank) give
+    the full kernel's gradient, and TAID's loss rows; opcheck of both phase ops."""
+    z, u = pair(4, 300, seed=5)
+    u[1, :40] = NEG_INF  # TAID: teacher padding; sparse: one row without mass in most columns
+    valid = torch.tensor([True, True, False, True])
+    t, scale = torch.tensor(0.3), torch.tensor(0.5)
+    indices, logprobs = fastkd.teacher_topk(u, 12)
+    rest = rest_log_mass(logprobs, not rest_bucket, 300)
+    full = torch.empty_like(z)
+    rows = taid_cpu(z, u, valid, t, scale, full, 1.3)
+    sparse_full = torch.empty_like(z)
+    sparse_kl_cpu(z, indices, logprobs, rest, valid, scale, sparse_full, not rest_bucket, 1.3)
+    for op, args, want_grad, want_rows in (
+        (taid_shard_cpu, (z, u, valid, t, scale), full, rows),
+        (sparse_kl_shard_cpu, (z, indices, logprobs, rest, valid, scale), sparse_full, None),
+    ):
+        grad, stats = torch.empty_like(z), torch.zeros(4, 4)
+        tail = (rest_bucket, 1.3) if op is sparse_kl_shard_cpu else (1.3,)
+        op(*args, grad, stats, *tail, STATS)
+        got_rows = op(*args, grad, stats, *tail, GRAD)
+        torch.testing.assert_close(grad, want_grad, rtol=1e-5, atol=1e-8)
+        if want_rows is not None:
+            torch.testing.assert_close(got_rows, want_rows, rtol=1e-5, atol=1e-6)
+        torch.library.opcheck(op, (*args, grad, stats.clone(), *tail, GRAD))
 
 
 def test_torch_compile_fullgraph_matches_eager():

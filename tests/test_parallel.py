@@ -74,6 +74,7 @@ def test_every_divergence_backend_and_option_is_covered(run):
     taid_cpu = {bool(c.get("fused")) for c in cases if c["divergence"] == "taid" and c["backend"] == "cpu"}
     if extension_available():  # TAID on the C++ kernel's TAID mode (on 2 ranks fused-linear too)
         assert taid_cpu == ({False, True} if world == 2 else {False})
+        assert any(c.get("sparse") and c["backend"] == "cpu" for c in cases)
     if world == 2:
         assert {c.get("renormalize") for c in cases if c.get("sparse")} == {True, False}
     if world == 2:

@@ -26,6 +26,7 @@ from fastkd.boundary.options import DIVERGENCES
 from fastkd.ops.divergence import launch_policy, mixture_log_weights, row_losses
 from fastkd.ops.divergence_cpu import run_cpu_kernel
 from fastkd.ops.sparse import launch_policy as sparse_launch_policy
+from fastkd.ops.sparse import run_sparse_cpu
 
 DEVICES = ("cuda", "cpu")  # the Triton ops run on CPU tensors under the Triton interpreter
 
@@ -223,5 +224,36 @@ def sparse_kl_shard_fwd(
     return loss
 
 
-for _op in (divergence_shard_cpu, divergence_shard_fwd, taid_shard_cpu, taid_shard_fwd, sparse_kl_shard_fwd):
+@torch.library.custom_op("fastkd::sparse_kl_shard_cpu", mutates_args=("grad", "stats"), device_types="cpu")
+def sparse_kl_shard_cpu(
+    student: torch.Tensor,
+    indices: torch.Tensor,
+    logprobs: torch.Tensor,
+    rest: torch.Tensor,
+    valid: torch.Tensor,
+    scale: torch.Tensor,
+    grad: torch.Tensor,
+    stats: torch.Tensor,
+    rest_bucket: bool,
+    temperature: float,
+    phase: int,
+) -> torch.Tensor:
+    """As ``fastkd::sparse_kl_shard_fwd`` on the C++ sparse kernel (``csrc/sparse_cpu.cpp``): STATS
+    reads N·V_r elements (twice over the row buffer with ``rest_bucket``), GRAD reads N·V_r and writes
+    N·V_r; the slice-local indices need no order."""
+    return run_sparse_cpu(
+        student, indices, logprobs, rest, valid, scale, grad, rest_bucket, temperature,
+        phase=phase, stats=stats,
+    )  # fmt: skip
+
+
+_SHARD_OPS = (
+    divergence_shard_cpu,
+    divergence_shard_fwd,
+    taid_shard_cpu,
+    taid_shard_fwd,
+    sparse_kl_shard_cpu,
+    sparse_kl_shard_fwd,
+)
+for _op in _SHARD_OPS:
     _op.register_fake(row_losses)

@@ -120,14 +120,16 @@ def run_sparse_cpu(
     valid: torch.Tensor,
     scale: torch.Tensor,
     grad: torch.Tensor | None,
-    renormalize: bool,
+    rest_bucket: bool,
     temperature: float,
     student_softcap: float = 0.0,
+    phase: int = 0,
+    stats: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The one call of ``fastkd._C.sparse_kl_fwd_cpu`` (indices in any order; no sort needed)."""
+    """The one call of ``fastkd._C.sparse_kl_fwd_cpu`` (indices in any order; no sort needed): the
+    single-process ops below (phase 0) and the vocabulary-parallel phases of ``fastkd.ops.shard``."""
     from fastkd import _C  # the extension is loaded on first use only
 
-    rest_bucket = has_rest_bucket(renormalize, indices.shape[1], student.shape[1])
     return _C.sparse_kl_fwd_cpu(
         student,
         indices.contiguous(),
@@ -139,6 +141,8 @@ def run_sparse_cpu(
         rest_bucket,
         temperature,
         student_softcap,
+        phase,
+        stats,
     )
 
 
@@ -158,8 +162,9 @@ def sparse_kl_cpu(
     """As ``fastkd::sparse_kl_fwd`` on the C++ kernel: reads N·V elements once (each row then stays in
     the thread's cache) and writes N·V; ``grad`` may be ``student`` itself. ``student_softcap`` c > 0
     makes the kernel read c·tanh(z/c) and chain the gradient through it (the fused-linear path)."""
+    rest_bucket = has_rest_bucket(renormalize, indices.shape[1], student.shape[1])
     return run_sparse_cpu(
-        student, indices, logprobs, rest, valid, scale, grad, renormalize, temperature, student_softcap
+        student, indices, logprobs, rest, valid, scale, grad, rest_bucket, temperature, student_softcap
     )
 
 
@@ -175,7 +180,8 @@ def sparse_kl_loss_cpu(
 ) -> torch.Tensor:
     """Per-token loss [N] (fp32) only, on the C++ kernel: reads N·V elements once, writes nothing else."""
     one = torch.ones((), dtype=torch.float32)
-    return run_sparse_cpu(student, indices, logprobs, rest, valid, one, None, renormalize, temperature)
+    rest_bucket = has_rest_bucket(renormalize, indices.shape[1], student.shape[1])
+    return run_sparse_cpu(student, indices, logprobs, rest, valid, one, None, rest_bucket, temperature)
 
 
 for _op in (sparse_kl_fwd, sparse_kl_loss, sparse_kl_cpu, sparse_kl_loss_cpu):

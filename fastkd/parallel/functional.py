@@ -215,13 +215,13 @@ def vocab_parallel_sparse_kl(
     labels and mask, are the same on every rank. Returns the full-vocabulary loss on every rank;
     backward gives the gradient of the local slice. Communication per call: one all-gather of 3 int64
     per rank, three all-reduces of at most 2 fp32 per row; none in backward. ``backend``: auto,
-    triton (the sparse kernel's sliced entry) or torch.
+    triton or cpu (the sparse kernel's sliced entry) or torch.
     """
 
     def checks() -> tuple:
         student = _check_logits("student_logits", student_logits_shard)
         options = SparseOptions(renormalize, temperature, reduction, ignore_index)
-        return options, resolve(backend, student, fused=("triton",))
+        return options, resolve(backend, student, fused=("triton", "cpu"))
 
     rows, local_vocab, device = _extent(student_logits_shard)
     (options, name), layout = agree_on_layout(checks, local_vocab, rows, group, device)

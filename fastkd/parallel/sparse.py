@@ -10,8 +10,8 @@ global log-sum-exps L (all of b) and R (b outside the support, rest bucket only)
 so the only sliced sum is Σ p̃_k b_k over the slots this rank holds. Gradient on the slice:
 (q_j − p̃_j)/T on support columns, (q_j − p̃_rest·e^{b_j − R})/T elsewhere (no rest term without a
 rest bucket). Communication: two all-reduces of 2 fp32 per row (the log-sum-exps) and one of 1 fp32
-per row (the loss). The local work: the Triton sparse kernel's sliced entry (STATS, GRAD phases) on
-CUDA, PyTorch on the slice elsewhere.
+per row (the loss). The local work: the sparse kernel's sliced entry (STATS, GRAD phases), Triton on
+CUDA and C++ on CPU, or PyTorch on the slice (``backend="torch"``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch.distributed as dist
 from fastkd.boundary.inputs import reduce_rows
 from fastkd.boundary.parallel import GRAD, STATS, ShardLayout
 from fastkd.boundary.sparse import SparseInputs, SparseOptions, has_rest_bucket
-from fastkd.ops.shard import sparse_kl_shard_fwd
+from fastkd.ops.shard import sparse_kl_shard_cpu, sparse_kl_shard_fwd
 from fastkd.parallel.comm import all_reduce_sum_, global_logsumexp_
 
 NEG_INF = float("-inf")
@@ -51,7 +51,7 @@ def _entropy_terms(lp: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class SparseShardCall:
     """A vocabulary-parallel sparse-KL call: flattened inputs (student slice [N, V_r], global indices
-    [N, k]), options, layout, group, and the backend of the local work ("triton" or "torch")."""
+    [N, k]), options, layout, group, and the backend of the local work ("triton", "cpu" or "torch")."""
 
     flat: SparseInputs
     options: SparseOptions
@@ -73,7 +73,7 @@ class SparseShardCall:
         slots = _Slots(indices - self.layout.offset, logprobs, rest)
         lp, lp_rest, has_mass = _buckets(logprobs, flat.rest, t)
         keep = flat.valid & has_mass
-        local = _triton_slice if self.backend == "triton" else _torch_slice
+        local = _torch_slice if self.backend == "torch" else _fused_slice
         picked = local(self, student, grad, slots, (lp, lp_rest, keep))
         loss = all_reduce_sum_(-picked, self.group)
         plogp, mass = _entropy_terms(lp)
@@ -117,13 +117,15 @@ def _torch_slice(call: SparseShardCall, student: torch.Tensor, grad: torch.Tenso
     return torch.where(owned & (p > 0), p * b.gather(-1, index), 0.0).sum(-1)
 
 
-def _triton_slice(call: SparseShardCall, student: torch.Tensor, grad: torch.Tensor, slots: _Slots, teacher):
-    """The Triton kernel's STATS and GRAD phases around the two all-reduces (same contract)."""
+def _fused_slice(call: SparseShardCall, student: torch.Tensor, grad: torch.Tensor, slots: _Slots, teacher):
+    """The fused kernel's STATS and GRAD phases (Triton, or C++ for "cpu") around the two all-reduces
+    (same contract as :func:`_torch_slice`)."""
+    op = sparse_kl_shard_cpu if call.backend == "cpu" else sparse_kl_shard_fwd
     flat, t = call.flat, call.options.temperature
     stats = torch.zeros(student.shape[0], 4, dtype=torch.float32, device=student.device)
     args = (student, slots.local.contiguous(), slots.logprobs.contiguous(), flat.rest, flat.valid)
     scale = flat.divisor.reciprocal()
-    sparse_kl_shard_fwd(*args, scale, grad, stats, slots.rest, t, STATS)
+    op(*args, scale, grad, stats, slots.rest, t, STATS)
     slots.lse = global_logsumexp_(stats[:, :2].contiguous(), call.group)
     stats[:, :2] = slots.lse
-    return -sparse_kl_shard_fwd(*args, scale, grad, stats, slots.rest, t, GRAD)
+    return -op(*args, scale, grad, stats, slots.rest, t, GRAD)

@@ -53,6 +53,32 @@ FASTKD_INLINE float teacher_lse(const float* lp, int64_t k, float inv_t, float a
   return m + static_cast<float>(std::log(total));
 }
 
+// The tempered teacher buckets of one row: p̃_s = exp(a_s − lse_t) of a slot (slot()), log p̃_rest, and
+// the gradient's factor scale/T (0 for a row without teacher mass: loss 0, no gradient).
+struct Teacher {
+  float safe_lse, lp_rest, coef, inv_t;
+
+  Teacher(const float* lp, float rest, const SparseCall& c) : inv_t(c.inv_t) {
+    const float a_rest = c.rest ? rest * c.inv_t : kNegInf;
+    const float lse_t = teacher_lse(lp, c.k, c.inv_t, a_rest);
+    safe_lse = lse_t == kNegInf ? 0.0f : lse_t;
+    lp_rest = a_rest - safe_lse;
+    coef = lse_t == kNegInf ? 0.0f : c.scale * c.inv_t;
+  }
+  // (log p̃_s, p̃_s) of a slot with stored log-prob ``lp`` (p̃ = 0 for a −inf padding slot).
+  void slot(float lp, float* log_p, float* p) const {
+    const float a = lp * inv_t;
+    *log_p = a - safe_lse;
+    *p = a == kNegInf ? 0.0f : std::exp(*log_p);
+  }
+};
+
+// A row whose student log-sum-exp is not finite: NaN gradient row, NaN loss.
+FASTKD_INLINE float nan_row(float* g, int64_t n) {
+  std::fill(g, g + n, kNaN);
+  return kNaN;
+}
+
 // log(exp(x) + exp(y)) for row scalars, in libm precision; −inf where both vanish, NaN for a NaN.
 FASTKD_INLINE float log_add(float x, float y) {
   const float top = std::max(x, y);
@@ -100,28 +126,21 @@ FASTKD_CLONES float sparse_row(float* b, float* g, float* bk, const int64_t* idx
   for (int64_t s = 0; s < c.k; ++s) bk[s] = b[idx[s]];
   float q_factor, rest_factor, lse_rest;
   const float lse_all = student_lse(b, g, bk, idx, n, c, max_b, &q_factor, &rest_factor, &lse_rest);
-  if (!(std::fabs(lse_all) < kPosInf)) {
-    std::fill(g, g + n, kNaN);
-    return kNaN;
-  }
-  const float a_rest = c.rest ? rest * c.inv_t : kNegInf;
-  const float lse_t = teacher_lse(lp, c.k, c.inv_t, a_rest);
-  const float safe_t = lse_t == kNegInf ? 0.0f : lse_t;
-  const float coef = lse_t == kNegInf ? 0.0f : c.scale * c.inv_t;  // no teacher mass: no gradient
-  const float lp_rest = a_rest - safe_t;
-  const float p_rest = std::exp(lp_rest);
-  double loss = p_rest > 0.0f ? p_rest * (lp_rest - (lse_rest - lse_all)) : 0.0;
+  if (!(std::fabs(lse_all) < kPosInf)) return nan_row(g, n);
+  const Teacher teacher(lp, rest, c);
+  const float p_rest = std::exp(teacher.lp_rest);
+  double loss = p_rest > 0.0f ? p_rest * (teacher.lp_rest - (lse_rest - lse_all)) : 0.0;
   if (write) {
-    const float k_dense = (q_factor - p_rest * rest_factor) * coef;
+    const float k_dense = (q_factor - p_rest * rest_factor) * teacher.coef;
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) g[i] *= k_dense;
   }
   for (int64_t s = 0; s < c.k; ++s) {
-    const float a = lp[s] * c.inv_t;
-    const float lp_s = a - safe_t, lq_s = bk[s] - lse_all;
-    const float p = a == kNegInf ? 0.0f : std::exp(lp_s);
+    float lp_s, p;
+    teacher.slot(lp[s], &lp_s, &p);
+    const float lq_s = bk[s] - lse_all;
     loss += p > 0.0f ? p * (lp_s - lq_s) : 0.0f;
-    if (write) g[idx[s]] = (std::exp(lq_s) - p) * coef;
+    if (write) g[idx[s]] = (std::exp(lq_s) - p) * teacher.coef;
   }
   return static_cast<float>(loss);
 }
@@ -144,15 +163,10 @@ FASTKD_CLONES void slice_stats(float* b, float* g, const int64_t* idx, int64_t n
 FASTKD_CLONES float slice_grad(const float* b, float* g, const int64_t* idx, const float* lp, float rest,
                                int64_t n, const SparseCall& c, const float* stats) {
   const float lse_all = stats[0], lse_rest = stats[1];
-  if (!(std::fabs(lse_all) < kPosInf)) {
-    std::fill(g, g + n, kNaN);
-    return kNaN;
-  }
-  const float a_rest = c.rest ? rest * c.inv_t : kNegInf;
-  const float lse_t = teacher_lse(lp, c.k, c.inv_t, a_rest);
-  const float safe_t = lse_t == kNegInf ? 0.0f : lse_t;
-  const float coef = lse_t == kNegInf ? 0.0f : c.scale * c.inv_t;
-  const float p_rest = c.rest && lse_rest > kNegInf ? std::exp(a_rest - safe_t) : 0.0f;
+  if (!(std::fabs(lse_all) < kPosInf)) return nan_row(g, n);
+  const Teacher teacher(lp, rest, c);
+  const float p_rest = lse_rest > kNegInf ? std::exp(teacher.lp_rest) : 0.0f;
+  const float coef = teacher.coef;
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     const float off_support = p_rest * fast_exp(std::min(b[i] - lse_rest, 0.0f));
@@ -161,8 +175,9 @@ FASTKD_CLONES float slice_grad(const float* b, float* g, const int64_t* idx, con
   double picked = 0.0;
   for (int64_t s = 0; s < c.k; ++s) {
     if (idx[s] < 0 || idx[s] >= n) continue;  // another rank's slot
-    const float a = lp[s] * c.inv_t, bs = b[idx[s]];
-    const float p = a == kNegInf ? 0.0f : std::exp(a - safe_t);
+    float lp_s, p;
+    teacher.slot(lp[s], &lp_s, &p);
+    const float bs = b[idx[s]];
     g[idx[s]] = (std::exp(bs - lse_all) - p) * coef;
     picked += p > 0.0f ? p * bs : 0.0f;
   }

@@ -81,7 +81,8 @@ def sparse_kl(
 
     A token whose k slots all hold -inf has loss 0 with ``renormalize=True`` (nothing to distil). A
     student row with NaN or +inf, or −inf everywhere, gives loss NaN and a NaN gradient row (teacher
-    slots with NaN are an error); ``check_finite`` as in :func:`fastkd.losses.kd_loss`. No T²
+    slots with NaN are an error); ``check_finite`` as in :func:`fastkd.losses.kd_loss`. ``backend``:
+    "auto" (default), "triton", "cpu" (the C++ kernel of ``csrc/sparse_cpu.cpp``) or "torch". No T²
     factor. Sparse-teacher KD as in offline logit caches, e.g. arXiv 2503.16870 ("Sparse Logit Sampling").
     """
     options = SparseOptions(

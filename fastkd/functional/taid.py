@@ -90,8 +90,8 @@ def taid(
     ``t``: a Python float in [0, 1] or a 0-dim floating tensor on the logits' device (read by the
     kernel from memory: changing it neither syncs nor recompiles); :class:`fastkd.TAIDSchedule` moves
     it adaptively. The other options are those of :func:`fastkd.losses.kd_loss` (labels, mask,
-    ignore_index, temperature 1.0, reduction "mean", num_items_in_batch, backend "auto", inplace_grad,
-    check_finite).
+    ignore_index, temperature 1.0, reduction "mean", num_items_in_batch, inplace_grad, check_finite);
+    ``backend``: "auto" (default), "triton", "cpu" (the C++ divergence kernel's TAID mode) or "torch".
     The loss is fp32 ([...] for ``"none"``); the student's gradient has the student's dtype.
     Non-finite inputs follow :mod:`fastkd.functional.divergence` (a NaN / +inf / all −inf row in either
     input, whatever t, gives a NaN loss and gradient row; ignored rows never leak). Without autograd the

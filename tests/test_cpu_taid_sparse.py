@@ -19,7 +19,7 @@ from fastkd.ops.shard import sparse_kl_shard_cpu, taid_shard_cpu
 from fastkd.ops.sparse import sparse_kl_cpu, sparse_kl_loss_cpu
 from fastkd.ops.taid import taid_cpu, taid_loss_cpu
 from tests.conftest import DEVICE
-from tests.helpers import HAS_CPU_EXTENSION, compiled_and_eager
+from tests.helpers import HAS_CPU_EXTENSION, ModelOutput, compiled_and_eager
 from tests.oracle_sparse import oracle_sparse_kl
 from tests.oracle_taid import oracle_taid
 from tests.test_cpu_backend import pair, with_threads
@@ -121,6 +121,19 @@ def test_results_do_not_depend_on_the_thread_count_or_the_run(run):
     again = with_threads(2, lambda: run(z, u))
     for x, y, w in zip(one, two, again, strict=True):
         assert torch.equal(x, y) and torch.equal(y, w)
+
+
+def test_taid_inplace_gradient_matches_the_buffer_and_allocates_no_row_block():
+    z, u = pair(64, 4096, seed=2, dtype=torch.bfloat16)
+    expected = z.clone().requires_grad_()
+    L.taid(expected, u, 0.4, backend="cpu").backward()
+    leaf = z.clone().requires_grad_()
+    student = ModelOutput.apply(leaf)  # a model's logits: not a leaf
+    buffer = student.detach()
+    peak = measure(lambda: L.taid(student, u, 0.4, backend="cpu", inplace_grad=True).backward(), "cpu").peak
+    assert torch.equal(leaf.grad, expected.grad) and torch.equal(buffer, expected.grad)
+    scratch = 6 * 4096 * 4 * torch.get_num_threads() + 4096  # six fp32 rows a thread, and scalars
+    assert scratch < z.numel() * z.element_size() and peak <= scratch, (peak, scratch)
 
 
 def test_sparse_gradient_may_be_written_over_the_student():

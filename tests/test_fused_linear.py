@@ -80,13 +80,20 @@ def test_masks_reductions_hard_labels(reduction: str, backend: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_all_ignored_gives_zero_loss_and_gradients(backend: str) -> None:
-    h = CASE["hidden"].clone().requires_grad_()
-    w = CASE["weight"].clone().requires_grad_()
     labels = torch.full((2, 5), -100, device=DEVICE)
-    loss = L.fused_linear_kd(h, w, teacher_logits=CASE["teacher_logits"], labels=labels, backend=backend)
-    loss.backward()
-    assert loss.item() == 0.0
-    assert not h.grad.any() and not w.grad.any()
+    indices, logprobs = CASE["topk"]
+    teachers = [
+        {"teacher_logits": CASE["teacher_logits"]},
+        {"teacher_logits": CASE["teacher_logits"], "divergence": "taid", "t": 0.5},
+        {"teacher_topk_indices": indices, "teacher_topk_logprobs": logprobs, "renormalize": False},
+    ]
+    for teacher in teachers:
+        h = CASE["hidden"].clone().requires_grad_()
+        w = CASE["weight"].clone().requires_grad_()
+        loss = L.fused_linear_kd(h, w, **teacher, labels=labels, backend=backend)
+        loss.backward()
+        assert loss.item() == 0.0
+        assert not h.grad.any() and not w.grad.any()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -84,17 +84,11 @@ def _teacher(trainer: Any, inputs: dict[str, Any], topk: tuple, device: torch.de
     }
 
 
-def fused_linear_loss(
-    trainer: Any, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any, ranks: Any = 1
-) -> torch.Tensor:
-    """The trainer's loss ``ranks·((1-w)·s·KD + w·CE)`` through :func:`fastkd.losses.fused_linear_kd`.
-
-    A divergence with ``s = 1`` is one call, the CE fused into its chunk pass. TAID, a top-k teacher and
-    ``s = T²`` need the KD term alone (TAID's schedule reads it as J; the scale is the KD term's), so
-    the CE comes from a second, teacher-free call (the student's GEMMs once more). With ``w = 1`` only
-    that call runs and no teacher is needed. The parts are logged as in the unfused trainer ("kd_ce"
-    for the fused pair).
-    """
+def _parts(
+    trainer: Any, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any
+) -> dict[str, torch.Tensor]:
+    """The loss terms of one micro-batch: "kd" (s·KD) and / or "ce", or "kd_ce" ((1-w)·KD + w·CE in
+    one fused call); see :func:`fused_linear_loss`."""
     args = trainer.args
     divergence = _check(trainer)
     inputs = dict(inputs)
@@ -133,6 +127,22 @@ def fused_linear_loss(
         parts["kd" if split or w == 0.0 else "kd_ce"] = kd
     if w > 0.0 and (split or not trainer.uses_kd):
         parts["ce"] = L.fused_linear_kd(hidden, head["weight"], hard_label_weight=1.0, **common)
+    return parts
+
+
+def fused_linear_loss(
+    trainer: Any, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any, ranks: Any = 1
+) -> torch.Tensor:
+    """The trainer's loss ``ranks·((1-w)·s·KD + w·CE)`` through :func:`fastkd.losses.fused_linear_kd`.
+
+    A divergence with ``s = 1`` is one call, the CE fused into its chunk pass. TAID, a top-k teacher and
+    ``s = T²`` need the KD term alone (TAID's schedule reads it as J; the scale is the KD term's), so
+    the CE comes from a second, teacher-free call (the student's GEMMs once more). With ``w = 1`` only
+    that call runs and no teacher is needed. The parts are logged as in the unfused trainer ("kd_ce"
+    for the fused pair).
+    """
+    parts = _parts(trainer, model, inputs, num_items_in_batch)
+    w = trainer.args.hard_label_weight
     loss = parts["kd_ce"] if "kd_ce" in parts else (1 - w) * parts.get("kd", 0.0) + w * parts.get("ce", 0.0)
     if model.training:
         for key, value in parts.items():  # under DDP: this rank's part, times W (its own mean)

@@ -4,16 +4,26 @@ Each model runs its decoder without the LM head (``model.get_decoder()``), and t
 :func:`fastkd.losses.fused_linear_kd` on the shifted hidden states and ``get_output_embeddings()``
 (weight and bias; tied embeddings are the same parameter). The logit transforms come from the config:
 ``final_logit_softcapping`` (Gemma-2/3), ``logit_scale`` (Cohere), 1/``logits_scaling`` (Granite).
+Under DDP the student's whole loss runs as the wrapper's forward (:func:`run_as_forward`), so that the
+gradients are all-reduced as for an ordinary forward.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from fastkd import losses as L
 from fastkd.boundary.options import DIVERGENCES
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The causal LM inside DDP / DataParallel wrappers (their ``.module``)."""
+    while isinstance(getattr(model, "module", None), torch.nn.Module):
+        model = model.module
+    return model
 
 
 def lm_head(model: torch.nn.Module) -> dict[str, Any]:
@@ -36,9 +46,27 @@ def lm_head(model: torch.nn.Module) -> dict[str, Any]:
 
 def last_hidden(model: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
     """The decoder's last hidden states [B, L, H], without the LM head."""
-    decoder = model.get_decoder()
-    out = decoder(**inputs)
+    out = model.get_decoder()(**inputs)
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+
+def run_as_forward(model: torch.nn.Module, fn: Callable[[torch.nn.Module], Any]) -> Any:
+    """``fn(inner)`` on the causal LM inside ``model``; through a wrapper (DDP) as the wrapper's own
+    forward, redirected for this call. DDP prepares its gradient all-reduce in its forward and, with
+    ``find_unused_parameters`` (HF's default), marks every parameter the forward's outputs do not
+    reach as ready at its end: the decoder and the LM head must both be used inside it."""
+    inner = unwrap(model)
+    if inner is model:
+        return fn(inner)
+    own = inner.__dict__.get("forward")  # an instance-level forward (e.g. accelerate's) to restore
+    inner.forward = lambda: fn(inner)
+    try:
+        return model()
+    finally:
+        if own is None:
+            del inner.forward
+        else:
+            inner.forward = own
 
 
 def _check(trainer: Any) -> str:
@@ -141,7 +169,7 @@ def fused_linear_loss(
     that call runs and no teacher is needed. The parts are logged as in the unfused trainer ("kd_ce"
     for the fused pair).
     """
-    parts = _parts(trainer, model, inputs, num_items_in_batch)
+    parts = run_as_forward(model, lambda inner: _parts(trainer, inner, inputs, num_items_in_batch))
     w = trainer.args.hard_label_weight
     loss = parts["kd_ce"] if "kd_ce" in parts else (1 - w) * parts.get("kd", 0.0) + w * parts.get("ce", 0.0)
     if model.training:

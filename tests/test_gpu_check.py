@@ -24,4 +24,5 @@ def test_gpu_check_dry_run_writes_log_tests_and_both_reports(tmp_path: Path) -> 
     assert "passed" in (tmp_path / "tests.txt").read_text()
     fused = (tmp_path / "fused_linear.md").read_text()
     assert "fused_linear forward_kl" in fused and "trl" in fused
+    assert "fused_linear forward_kl softcap 30" in fused  # the kernels' capped configuration
     assert "fastkd-cpu" in (tmp_path / "divergences.md").read_text()

@@ -17,6 +17,9 @@ bench.report out.json`` tabulates it. Providers, side by side in one session:
 ``test_peer_matches_fastkd`` checks, at a small fp32 shape, that every installed peer gives our loss
 and gradients (w.r.t. hidden and weight) before any of them is timed.
 
+A softcap case (forward KL, c = 30 on both models, as Gemma-2) runs fastkd and torch-eager only: the
+Triton kernels take their capped launch configuration there (see ``fastkd.ops.divergence``).
+
 ``extra_info`` has the useful TFLOP/s, 2·N·V·(H_t + 3·H_s) over the median (teacher and student logits,
 then d hidden and d weight), and the peak memory beyond the inputs and the gradients (d hidden in the
 input dtype, d weight counted as fp32; ``extra_mem_bytes``). Shapes: ``FASTKD_BENCH_FUSED_SHAPES`` =
@@ -42,6 +45,8 @@ PROVIDERS = ("fastkd-triton", "fastkd-cpu", "torch-eager", "torch-compile", "trl
 PEERS = ("torch-eager", "trl", "liger", "orda")
 DTYPE = torch.bfloat16 if DEVICE == "cuda" else torch.float32
 CASES = {"forward_kl": 0.0, "jsd": 0.5}  # divergence -> TRL / Liger β (teacher weight)
+SOFTCAP = 30.0  # Gemma-2's final_logit_softcapping, on both models: the kernels' capped configuration
+SOFTCAP_PROVIDERS = ("fastkd-triton", "fastkd-cpu", "torch-eager")  # the peers take no softcap
 
 
 class FusedShape(NamedTuple):
@@ -71,9 +76,12 @@ def _inputs(shape: FusedShape, dtype: torch.dtype = DTYPE) -> tuple[torch.Tensor
     return h, w, randn(shape.n, shape.h_t), randn(shape.v, shape.h_t, scale=2.0 * shape.h_t**-0.5)
 
 
-def _fastkd(divergence: str, backend: str):
-    beta = {"beta": CASES[divergence]} if divergence == "jsd" else {}
-    return lambda h, w, th, tw: fused_linear_kd(h, w, th, tw, divergence=divergence, backend=backend, **beta)
+def _fastkd(divergence: str, backend: str, softcap: float | None = None):
+    options = {"beta": CASES[divergence]} if divergence == "jsd" else {}
+    options.update(student_softcap=softcap, teacher_softcap=softcap)
+    return lambda h, w, th, tw: fused_linear_kd(
+        h, w, th, tw, divergence=divergence, backend=backend, **options
+    )
 
 
 def _trl(divergence: str):
@@ -119,17 +127,19 @@ def _orda(divergence: str):
     return loss
 
 
-def loss_for(provider: str, divergence: str):
+def loss_for(provider: str, divergence: str, softcap: float | None = None):
+    if softcap is not None and (provider not in SOFTCAP_PROVIDERS or divergence != "forward_kl"):
+        pytest.skip(f"the softcap case is forward_kl with {', '.join(SOFTCAP_PROVIDERS)}")
     if provider == "fastkd-triton":
         if DEVICE != "cuda":
             pytest.skip("fastkd-triton needs CUDA")
-        return _fastkd(divergence, "triton")
+        return _fastkd(divergence, "triton", softcap)
     if provider == "fastkd-cpu":
         if DEVICE != "cpu" or not extension_available():
             pytest.skip("fastkd-cpu needs CPU tensors and fastkd._C")
-        return _fastkd(divergence, "cpu")
+        return _fastkd(divergence, "cpu", softcap)
     if provider == "torch-eager":
-        return _fastkd(divergence, "torch")
+        return _fastkd(divergence, "torch", softcap)
     if provider == "torch-compile":
         return compiled(_fastkd(divergence, "torch"))
     return {"trl": _trl, "liger": _liger, "orda": _orda}[provider](divergence)
@@ -147,16 +157,19 @@ def _gradients(shape: FusedShape) -> int:
 
 
 @pytest.mark.parametrize("shape", fused_shapes(), ids=lambda s: f"N{s.n}-Hs{s.h_s}-Ht{s.h_t}-V{s.v}")
+@pytest.mark.parametrize("softcap", [None, SOFTCAP], ids=["nocap", "softcap"])
 @pytest.mark.parametrize("divergence", list(CASES))
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_fused_linear(benchmark: BenchmarkFixture, provider: str, divergence: str, shape: FusedShape) -> None:
+def test_fused_linear(
+    benchmark: BenchmarkFixture, provider: str, divergence: str, softcap: float | None, shape: FusedShape
+) -> None:
     if (
         DEVICE == "cpu"
         and divergence != "forward_kl"
         and os.environ.get("FASTKD_BENCH_FUSED_ALL", "0") != "1"
     ):
         pytest.skip("on CPU only forward_kl by default (FASTKD_BENCH_FUSED_ALL=1 for all)")
-    loss_fn = loss_for(provider, divergence)
+    loss_fn = loss_for(provider, divergence, softcap)
     h, w, th, tw = _inputs(shape)
 
     def step() -> None:  # time_step clears h.grad between rounds; w.grad accumulates in place
@@ -164,12 +177,13 @@ def test_fused_linear(benchmark: BenchmarkFixture, provider: str, divergence: st
         if DEVICE == "cuda":
             torch.cuda.synchronize()
 
-    median, memory = time_step(benchmark, step, h, provider, f"fused_linear-{divergence}-N{shape.n}")
+    case = divergence if softcap is None else f"{divergence} softcap {softcap:g}"
+    median, memory = time_step(benchmark, step, h, provider, f"fused_linear-{case}-N{shape.n}")
     flops = useful_flops(shape)
     benchmark.extra_info.update(
         {
             "provider": provider,
-            "divergence": f"fused_linear {divergence}",
+            "divergence": f"fused_linear {case}",
             "N": shape.n,
             "V": shape.v,
             "H_s": shape.h_s,

@@ -36,6 +36,22 @@ def test_every_divergence(divergence: str, backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("divergence", DIVERGENCES)
+def test_every_divergence_with_softcaps_and_hard_labels(divergence: str, backend: str) -> None:
+    """The kernels' softcap paths (student, teacher, both) with the hard-label term, per divergence."""
+    labels = torch.randint(0, 37, (2, 5), generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    for caps in (
+        {"student_softcap": 2.5},
+        {"teacher_softcap": 3.0},
+        {"student_softcap": 2.0, "teacher_softcap": 4.0},
+    ):
+        assert_fused_matches_oracle(
+            CASE, backend, divergence=divergence, labels=labels, hard_label_weight=0.3, chunk_size=4,
+            temperature=1.5, **caps, **family(divergence),
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("source", ["hidden", "logits", "topk"])
 def test_teacher_sources_with_transforms(source: str, backend: str) -> None:
     if source == "topk" and backend == "cpu":

@@ -44,4 +44,5 @@ def test_gpu_check_dry_run_writes_log_tests_and_both_reports(tmp_path: Path) -> 
     assert "passed" in (out / "tests.txt").read_text()
     fused = (out / "fused_linear.md").read_text()
     assert "fused_linear forward_kl" in fused and "trl" in fused
+    assert "fused_linear forward_kl softcap 30" in fused  # the kernels' capped configuration
     assert "fastkd-cpu" in (out / "divergences.md").read_text()

@@ -129,8 +129,8 @@ def _row_op(
     caps: tuple[float, float],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(per-row losses of the chunk, scale·∂ℓ/∂z): the kernel writes the gradient over ``z``, except
-    where it reads the student after writing (the sparse kernel; the Triton divergence kernel's label
-    logit): then the gradient gets its own buffer."""
+    where it reads the student after writing (the sparse kernel): then the gradient gets its own
+    buffer."""
     divergence, param, temperature, hard_w, renormalize = options
     if kind == "ce":
         return cross_entropy_rows(z, labels.index_select(0, rows), scale)
@@ -142,10 +142,8 @@ def _row_op(
         return sparse_kl_fwd(z, indices, logprobs, rest, valid, scale, grad, renormalize, temperature), grad
     op = divergence_cpu if backend == "cpu" else divergence_fwd
     chunk_labels = None if labels is None else labels.index_select(0, rows)
-    # the Triton kernel reads the label's logit after writing the gradient: not in place with hard labels
-    grad = torch.empty_like(z) if hard_w > 0.0 and backend != "cpu" else z
-    loss = op(z, u, valid, chunk_labels, scale, grad, divergence, param, temperature, hard_w, *caps)
-    return loss, grad
+    loss = op(z, u, valid, chunk_labels, scale, z, divergence, param, temperature, hard_w, *caps)
+    return loss, z
 
 
 @dataclass

@@ -76,7 +76,7 @@ def _fill_row(g_row, V, value, BLOCK: tl.constexpr):
 def _softcap(x, cap, ON: tl.constexpr):
     """cap·tanh(x/cap) when ON (tanh as 1 − 2/(e^{2y} + 1), ±1 at ±inf; ``cap`` a runtime value), else x."""
     if ON:
-        x = cap * (1.0 - 2.0 / (tl.exp(2.0 * x / cap) + 1.0))
+        x = cap * (1.0 - 2.0 / (tl.exp(x * (2.0 / cap)) + 1.0))
     return x
 
 
@@ -253,12 +253,11 @@ def _row_reduction(
 @triton.jit
 def _grad_pass(
     s_row, t_row, g_row, V, inv_t, s_cap, t_cap, lse_a, lse_b, lse_z, param, lw1, lw2, c, w_head, w_tail,
-    rkl, scale, label, hard_w, zero_grad, DIV: tl.constexpr, HARD: tl.constexpr, WRITE_GRAD: tl.constexpr,
-    CAPS: tl.constexpr, BLOCK: tl.constexpr,
+    rkl, scale, label, hard_w, zero_grad, soft, soft_w, DIV: tl.constexpr, HARD: tl.constexpr,
+    WRITE_GRAD: tl.constexpr, CAPS: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
-    """Pass C: Σ of the loss terms and, if WRITE_GRAD, scale·∂ℓ/∂z (0 where ``zero_grad``); a student
-    softcap chains the gradient through c·tanh(x/c): × (1 − (z/c)²)."""
-    soft = tl.zeros((), tl.float32)
+    """Pass C: ``soft`` + soft_w·Σ of the loss terms and, if WRITE_GRAD, scale·∂ℓ/∂z (0 where
+    ``zero_grad``); a student softcap chains the gradient through c·tanh(x/c): × (1 − (z/c)²)."""
     for start in range(0, V, BLOCK):
         cols, inside, z, a, b = _load_tile(s_row, t_row, start, V, inv_t, s_cap, t_cap, CAPS, BLOCK)
         la = a - lse_a
@@ -270,14 +269,14 @@ def _grad_pass(
             grad = w_head * (q - p) + tl.where(w_tail > 0, w_tail * (rev - q * rkl), 0.0)
         else:
             grad = qh - q * c
-        soft += tl.sum(term, 0)
+        soft += soft_w * tl.sum(term, 0)
         if WRITE_GRAD:
             grad = grad * inv_t
             if HARD:
                 onehot = tl.where(cols == label, 1.0, 0.0)
                 grad = (1.0 - hard_w) * grad + hard_w * (tl.exp(z - lse_z) - onehot)
             if CAPS & 1:
-                grad = grad * (1.0 - (z / s_cap) * (z / s_cap))
+                grad = grad * (1.0 - (z * (1.0 / s_cap)) * (z * (1.0 / s_cap)))
             grad = tl.where(zero_grad, 0.0, grad * scale)
             tl.store(g_row + cols, grad.to(g_row.dtype.element_ty), mask=inside)
     return soft
@@ -354,18 +353,21 @@ def divergence_kernel(
             infinite = c == POS_INF
             if DIV == AKL:
                 infinite = (w_tail > 0) & (rkl == POS_INF)
+            hard_loss = tl.zeros((), tl.float32)
+            soft_w = 1.0
+            if HARD:  # read before pass C, which may overwrite it (in-place gradient)
+                hard_loss = hard_w * (
+                    lse_z - _softcap(tl.load(s_row + label).to(tl.float32), s_cap, CAPS & 1)
+                )
+                soft_w = 1.0 - hard_w
             if one:
-                soft = one_pass
+                loss = soft_w * one_pass + hard_loss
             else:
-                soft = _grad_pass(
+                loss = _grad_pass(
                     s_row, t_row, g_row, V, inv_t, s_cap, t_cap, lse_a, lse_b, lse_z, param, lw1, lw2, c,
-                    w_head, w_tail, rkl, tl.load(scale_ptr), label, hard_w, infinite, DIV, HARD, WRITE_GRAD,
-                    CAPS, BLOCK,
+                    w_head, w_tail, rkl, tl.load(scale_ptr), label, hard_w, infinite, hard_loss, soft_w, DIV,
+                    HARD, WRITE_GRAD, CAPS, BLOCK,
                 )  # fmt: skip
-            loss = soft
-            if HARD:  # read after pass C: an in-place gradient has overwritten it (the caller avoids that)
-                z_label = _softcap(tl.load(s_row + label).to(tl.float32), s_cap, CAPS & 1)
-                loss = (1.0 - hard_w) * soft + hard_w * (lse_z - z_label)
             loss = tl.where(infinite, POS_INF, loss)
         else:
             loss += NAN
@@ -456,7 +458,8 @@ def divergence_shard_kernel(
                         lse_z = tl.load(st_row + 2)
                     loss = _grad_pass(
                         s_row, t_row, g_row, V, inv_t, 0.0, 0.0, lse_a, lse_b, lse_z, param, lw1, lw2, c, c,
-                        c, c, tl.load(scale_ptr), label, hard_w, infinite, DIV, HARD, True, 0, BLOCK,
+                        c, c, tl.load(scale_ptr), label, hard_w, infinite, zero, 1.0, DIV, HARD, True, 0,
+                        BLOCK,
                     )  # fmt: skip
                     loss = tl.where(infinite, POS_INF, loss)
             elif PHASE == SHARD_GRAD:  # a non-finite global row: NaN loss and gradient

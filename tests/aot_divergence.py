@@ -1,7 +1,8 @@
 """AOT jobs of the divergence family: every divergence, hard-label term on and off, gradient written
 or loss only (evaluation), every launch configuration the policy can choose (bf16; fp32 too for the
 widest tile, the register-heaviest); and the fused-linear path's configurations: fp32 chunk logits
-with both softcaps (CAPS = 3), fp32 or bf16 teacher, gradient written, for the real-vocabulary tiles."""
+with a softcap on the student, the teacher or both (CAPS = 1, 2, 3), fp32 or bf16 teacher, gradient
+written, in the policy's one configuration under a softcap."""
 
 from __future__ import annotations
 
@@ -52,10 +53,11 @@ def jobs() -> list[AotJob]:
         )
         for dtype in (("bf16", "fp32") if config == configs[-1] else ("bf16",))
     ]
+    capped = sorted({launch_policy(v, capped=True) for v in VOCABS})
     fused_linear = [
-        _job(divergence, config, hard, True, "fp32", teacher, 3)
-        for divergence, config, hard in itertools.product(DIVERGENCES, configs, (False, True))
-        if config.block >= 1024
-        for teacher in (None, "bf16")
+        _job(divergence, config, hard, True, "fp32", teacher, caps)
+        for divergence, config, hard, teacher, caps in itertools.product(
+            DIVERGENCES, capped, (False, True), (None, "bf16"), (1, 2, 3)
+        )
     ]
     return logit_level + fused_linear

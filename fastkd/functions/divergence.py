@@ -147,14 +147,9 @@ class DivergenceFunction(torch.autograd.Function):
         inplace_grad: bool,
         backend: str,
     ) -> torch.Tensor:
-        # The Triton kernel reads the label's logit after it wrote the row's gradient: with hard labels
-        # an in-place gradient goes through a buffer first (one [N, V] temporary), then over the student.
-        through_buffer = inplace_grad and options.needs_labels and backend == "triton"
-        grad = student if inplace_grad and not through_buffer else torch.empty_like(student)
+        grad = student if inplace_grad else torch.empty_like(student)
         scale, deferred = kernel_scale(student, divisor)
         loss_rows = divergence_rows(student, teacher, valid, labels, scale, grad, options, backend)
-        if through_buffer:
-            grad = student.copy_(grad)
         save_fused_gradient(ctx, grad, options.reduction, deferred)
         return reduce_rows(loss_rows, leading_shape, divisor, options.reduction)
 

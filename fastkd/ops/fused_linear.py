@@ -8,7 +8,8 @@ host synchronisation of the call, which sizes the chunk loop), then, chunk by ch
    c·tanh(x/c) in place and keeps 1 − tanh² for the chain rule;
 2. the existing fused row kernel (Triton: ``fastkd::divergence_fwd`` / ``taid_fwd`` / ``sparse_kl_fwd``;
    C++: ``divergence_cpu`` / ``taid_cpu`` / ``sparse_kl_cpu``) writes row_scale·s·∂ℓ/∂z over the
-   student's chunk logits, in place (the Triton sparse kernel into a buffer of its own);
+   student's chunk logits, in place (the Triton sparse kernel into a buffer of its own; without a
+   teacher, the pure hard-label CE: :func:`cross_entropy_rows`, three torch passes over the chunk);
 3. d(hidden) = g @ W for the chunk, d(weight) += gᵀ @ h, d(bias) += Σ_rows g.
 
 Memory beyond inputs and outputs: the chunk's fp32 [chunk, V] buffers (two, three with a student cap)
@@ -99,6 +100,21 @@ def _teacher_chunk(
     return u.div_(cap).tanh_().mul_(cap) if cap > 0.0 else u
 
 
+def cross_entropy_rows(
+    z: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ℓ = logsumexp(z) − z[label] per row, fp32 [c]; scale·(softmax(z) − onehot(label)) written
+    over the fp32 chunk logits ``z`` [c, V]). A row whose log-sum-exp is not finite (NaN, +inf, all
+    −inf) gets loss NaN and NaN gradients. Reads z three times and writes it twice: next to the chunk's
+    GEMMs (6·c·V·H FLOPs) these passes are cheap, so the teacher-free CE needs no kernel of its own."""
+    lse = torch.logsumexp(z, dim=1)
+    picked = z.gather(1, labels[:, None]).squeeze(1)
+    loss = torch.where(lse.isfinite(), lse - picked, float("nan"))
+    z.sub_(lse[:, None]).exp_()
+    z.scatter_add_(1, labels[:, None], z.new_full((z.shape[0], 1), -1.0))
+    return loss, z.mul_(scale)
+
+
 def _row_op(
     kind: str,
     backend: str,
@@ -114,11 +130,12 @@ def _row_op(
     caps: tuple[float, float],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(per-row losses of the chunk, scale·∂ℓ/∂z): the kernel writes the gradient over ``z``, except
-    where it reads the student after writing (the Triton sparse kernel; the Triton divergence kernel's
-    label logit): then the gradient gets its own buffer. ``caps`` (student, teacher) are folded into
-    the kernel's loads: every cpu kernel, and the Triton divergence kernel."""
+    where it reads the student after writing (the Triton sparse kernel): then the gradient gets its
+    own buffer. ``caps`` (student, teacher) are folded into the kernel's loads (see ChunkPass.chunk)."""
     divergence, param, temperature, hard_w, renormalize = options
     cpu = backend == "cpu"
+    if kind == "ce":
+        return cross_entropy_rows(z, labels.index_select(0, rows), scale)
     if kind == "taid":
         if cpu:
             return taid_cpu(z, u, valid, t, scale, z, temperature, *caps), z
@@ -132,10 +149,8 @@ def _row_op(
         return sparse_kl_fwd(z, indices, logprobs, rest, valid, scale, grad, renormalize, temperature), grad
     op = divergence_cpu if cpu else divergence_fwd
     chunk_labels = None if labels is None else labels.index_select(0, rows)
-    # the Triton kernel reads the label's logit after writing the gradient: not in place with hard labels
-    grad = torch.empty_like(z) if hard_w > 0.0 and not cpu else z
-    loss = op(z, u, valid, chunk_labels, scale, grad, divergence, param, temperature, hard_w, *caps)
-    return loss, grad
+    loss = op(z, u, valid, chunk_labels, scale, z, divergence, param, temperature, hard_w, *caps)
+    return loss, z
 
 
 @dataclass
@@ -160,12 +175,13 @@ class ChunkPass:
         """Loss rows into ``loss``; with ``grads``, the chunk's gradients added into them."""
         per_row = self.row_scale.dim() == 1
         kernel_scale = (self.row_scale.new_ones(()) if per_row else self.row_scale).mul(self.student.scale)
-        fold = self.kind == "divergence" or self.backend == "cpu"  # the kernel applies the softcaps
+        # the row kernels that apply the softcaps as they load: the divergence kernels and the C++ ones
+        fold = self.kind == "divergence" or (self.backend == "cpu" and self.kind in ("taid", "sparse"))
         h, z, chain = self.student.logits(rows, cap_here=not fold)
         t_scale, t_cap = self.teacher_transform
         caps = (self.student.cap, t_cap) if fold else (0.0, 0.0)
         u = None
-        if self.kind != "sparse":
+        if self.kind not in ("sparse", "ce"):
             u = _teacher_chunk(rows, self.teacher, self.teacher_logits, t_scale, 0.0 if fold else t_cap)
         valid = torch.ones(rows.shape[0], dtype=torch.bool, device=rows.device)
         rows_loss, g = _row_op(
@@ -225,8 +241,9 @@ def fused_linear_fwd(
 
     The gradients are row_scale·∂ℓ_n/∂(·) (``row_scale`` fp32, [] or [N]), zero at invalid rows;
     with ``need_grad`` False they are empty [0] tensors and no backward GEMM runs.
-    ``kind``: "divergence" (with divergence, param, hard_label_weight), "taid" (``t``) or "sparse"
-    (top-k teacher, ``rest``, the log rest mass, and ``renormalize``). ``transforms`` = [s_student,
+    ``kind``: "divergence" (with divergence, param, hard_label_weight), "taid" (``t``), "sparse"
+    (top-k teacher, ``rest``, the log rest mass, and ``renormalize``) or "ce" (no teacher: the
+    hard-label cross-entropy alone). ``transforms`` = [s_student,
     cap_student, s_teacher, cap_teacher] (cap 0: none). ``backend``: "triton" or "cpu" (row kernels).
     """
     s_scale, s_cap, t_scale, t_cap = transforms

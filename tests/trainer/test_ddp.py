@@ -35,7 +35,8 @@ def test_two_ranks_equal_one_process_with_the_doubled_batch(tmp_path, tiny_llama
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
     out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
-    for variant in ("global", "local"):  # HF's global token count, and a local one fastkd all-reduces
+    # HF's global token count, a local one fastkd all-reduces, and the global one through fused_linear
+    for variant in ("global", "local", "fused"):
         _assert_same_run(one / variant, two / variant)
     _assert_same_cache(one / "cache", two / "cache")
 

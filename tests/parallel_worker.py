@@ -259,19 +259,38 @@ def run_case(case: dict, rank: int, world: int, counter: ByteCounter) -> dict:
 def nonfinite_case(rank: int, world: int, backend: str) -> dict:
     """Row 0 holds a NaN in the student's last column (the last rank's slice), row 1 a teacher −inf
     where the student has mass (reverse KL is +inf there): on every rank, as in one process, row 0
-    has loss NaN and a NaN gradient, row 1 loss +inf and a zero gradient, row 2 is finite."""
+    has loss NaN and a NaN gradient, row 1 loss +inf and a zero gradient, row 2 is finite; then the
+    same comparison for TAID's raw-teacher rule (the ``taid`` entry)."""
     gen = torch.Generator().manual_seed(7)
     student, teacher = torch.randn(3, VOCAB, generator=gen), torch.randn(3, VOCAB, generator=gen)
     student[0, -1] = float("nan")
     teacher[1, 0] = float("-inf")
+    results = _nonfinite_runs(rank, world, student, teacher, "reverse_kl", {"backend": backend})
+    # TAID at t = 0: the target is the student alone, yet a NaN teacher (row 0, on the first rank's
+    # slice) or one that is −inf everywhere (row 1) still gives NaN, as in one process
+    teacher = torch.randn(3, VOCAB, generator=gen)
+    teacher[0, 0], teacher[1] = float("nan"), float("-inf")
+    t = torch.tensor(0.0)
+    taid = _nonfinite_runs(
+        rank, world, student.nan_to_num(0.0), teacher, "taid", {"backend": backend, "t": t}
+    )
+    return dict(results, taid=taid)
+
+
+def _nonfinite_runs(
+    rank: int, world: int, student: torch.Tensor, teacher: torch.Tensor, divergence: str, options: dict
+) -> dict:
+    """Loss strings of rows 0 and 1 and the gradient rows' state, single-process and on this slice."""
     cut = slice(sum(SIZES[world][:rank]), sum(SIZES[world][: rank + 1]))
     results = {}
     for name, logits in (("single", student), ("parallel", student[:, cut])):
         z = logits.clone().requires_grad_()
-        if name == "single":
-            loss = L.kd_loss(z, teacher, "reverse_kl", reduction="none", backend=backend)
+        if name == "parallel":
+            loss = vocab_parallel_kd_loss(z, teacher[:, cut], divergence, reduction="none", **options)
+        elif divergence == "taid":
+            loss = L.taid(z, teacher, options["t"], reduction="none", backend=options["backend"])
         else:
-            loss = vocab_parallel_kd_loss(z, teacher[:, cut], "reverse_kl", reduction="none", backend=backend)
+            loss = L.kd_loss(z, teacher, divergence, reduction="none", **options)
         loss.backward(torch.ones(3))
         grad = z.grad if name == "parallel" else z.grad[:, cut]
         results[name] = dict(

@@ -126,7 +126,10 @@ def test_nonfinite_rows_follow_the_single_process_conventions(run):
     _, ranks = run
     for rank in ranks:
         for backend, result in rank["nonfinite"].items():
+            taid = result.pop("taid")
             assert result["single"]["loss"] == ["nan", "inf"], backend
             assert result["parallel"] == result["single"], backend
             assert result["parallel"]["nan_grad"] and result["parallel"]["zero_grad"], backend
             assert result["parallel"]["finite"], backend
+            assert taid["single"]["loss"] == ["nan", "nan"] and taid["single"]["finite"], backend
+            assert taid["parallel"] == taid["single"], backend

@@ -91,13 +91,26 @@ def _label_logits(student: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.where(here, picked.to(torch.float32), 0.0)
 
 
+def _poison_taid_(stats: torch.Tensor, valid: torch.Tensor) -> None:
+    """TAID's rows are decided by the raw teacher at every t, as in one process: the mix (1 − t)·b + t·a
+    hides a NaN, +inf or all −inf teacher at t = 0, so column 2 holds the global log-sum-exp of the
+    slices' maxima (NaN or +inf if any slice has one, −inf if every slice is −inf), and where that is
+    not finite the global statistics become NaN, which gives the row loss NaN and a NaN gradient."""
+    bad = valid & ~stats[:, 2].isfinite()
+    stats[:, :2] = stats[:, :2].masked_fill(bad[:, None], float("nan"))
+
+
 def shard_loss_rows(call: ShardCall, student: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """The global per-row losses [N] (fp32, identical on every rank); writes the slice's gradient."""
     o = call.options
     stats = torch.zeros(student.shape[0], 4, dtype=torch.float32, device=student.device)
     hard = call.t is None and o.hard_label_weight > 0
     _run_phase(call, student, grad, stats, STATS)
-    _globalise_columns_(stats, slice(0, 3 if hard else 2), call.group, lse=True)
+    if call.t is not None:
+        stats[:, 2] = call.flat.teacher.amax(-1)  # TAID: the raw teacher's slice maxima (see _poison_taid_)
+    _globalise_columns_(stats, slice(0, 3 if hard or call.t is not None else 2), call.group, lse=True)
+    if call.t is not None:
+        _poison_taid_(stats, call.flat.valid)
     if call.t is None and o.divergence not in CONSTANT_ROW_SUM:
         _run_phase(call, student, grad, stats, ROW_SUM)
         _globalise_columns_(stats, slice(3, 4), call.group, lse=False)

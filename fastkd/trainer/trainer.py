@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from fastkd.trainer.args import DistillationArguments
 from fastkd.trainer.distributed import global_token_count, valid_token_count
+from fastkd.trainer.fsdp import enable_fsdp_on_cpu
 from fastkd.trainer.fused_linear import fused_linear_loss
 from fastkd.trainer.losses import build_loss, loss_entry, masked_mean
 from fastkd.trainer.preflight import check_backend, check_model_source, first_line
@@ -112,6 +113,13 @@ class DistillationTrainer(Trainer):
         self.model_accepts_loss_kwargs = True
         self._sums: dict[str, torch.Tensor] = {}
         self._steps_since_log = 0
+
+    def create_accelerator_and_postprocess(self) -> None:
+        """HF's accelerator; with FSDP asked for on a multi-process CPU run, FSDP2 there too (see
+        :func:`fastkd.trainer.fsdp.enable_fsdp_on_cpu`) instead of accelerate's silent DDP."""
+        super().create_accelerator_and_postprocess()
+        if enable_fsdp_on_cpu(self.accelerator, self.args.fsdp_plugin_args):
+            self.is_fsdp_enabled = True
 
     def _planned_steps(self) -> int:
         """Optimizer steps of the run (``max_steps`` or epochs × updates per epoch)."""

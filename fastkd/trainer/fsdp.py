@@ -1,0 +1,83 @@
+"""FSDP2 (``fully_shard``) runs: the student sharded by accelerate's FSDP plugin, the teacher replicated.
+
+The trainer's FSDP is HF's: ``TrainingArguments(fsdp=True, fsdp_config={"version": 2})`` (what
+``fastkd lm distill --fsdp`` sets) or ``accelerate launch --use_fsdp --fsdp_version 2``. Accelerate
+then calls ``fully_shard`` on each layer of ``model._no_split_modules`` and on the root, so every
+rank holds 1/W of the student's parameters, gradients and optimizer state; the embeddings, final
+norm and LM head live in the root's group. The teacher is frozen and not wrapped: each rank keeps a
+full copy on its device (no gradients or optimizer state, so sharding it would only save its weights,
+at the price of an all-gather per layer and step).
+
+Two things FSDP2 needs from fastkd:
+
+- :func:`enable_fsdp_on_cpu`: accelerate 1.x turns its FSDP plugin on only for accelerator devices
+  (``AcceleratorState`` lists MULTI_GPU, MULTI_NPU, ... but not MULTI_CPU), so a CPU/gloo run that asks
+  for FSDP would silently train with DDP. ``fully_shard`` itself runs on CPU with gloo (torch 2.13),
+  so fastkd sets the distributed type to FSDP there, the way accelerate does on GPUs.
+- :func:`run_in_forward`: outside ``forward`` a sharded parameter is a DTensor holding 1/W of the rows.
+  The fused-linear loss reads ``get_output_embeddings().weight`` and runs the decoder without the LM
+  head, so it runs as a forward of the root module (``register_fsdp_forward_method``): FSDP
+  all-gathers the root's parameters before it, registers the reduce-scatter of their gradients, and the
+  loss sees the full head weight (tied embeddings are the same gathered parameter).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+_FORWARD = "_fastkd_fsdp_forward"
+
+
+def enable_fsdp_on_cpu(accelerator: Any, plugin_args: dict[str, Any] | None) -> bool:
+    """Turn accelerate's FSDP plugin on for a multi-process CPU run that asked for it; True if it did.
+
+    ``plugin_args`` are the TrainingArguments' ``fsdp_plugin_args`` (None without ``fsdp``); the
+    environment of ``accelerate launch --use_fsdp`` asks too. Nothing changes on other devices or
+    when accelerate already enabled FSDP.
+    """
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = accelerator.state
+    from_env = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if state.distributed_type != DistributedType.MULTI_CPU or (plugin_args is None and not from_env):
+        return False
+    state.fsdp_plugin = FullyShardedDataParallelPlugin(**(plugin_args or {}))
+    # Both shared states: AcceleratorState re-reads PartialState's type when an optimizer is prepared.
+    state.distributed_type = DistributedType.FSDP
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    return True
+
+
+def _call(module: torch.nn.Module, fn: Callable[[], Any]) -> Any:
+    return fn()
+
+
+def run_in_forward(model: torch.nn.Module, fn: Callable[[], Any]) -> Any:
+    """``fn()``, run as a forward of ``model`` when it is an FSDP2 module (its parameters gathered
+    before, the gradient reduction registered on the result); a plain call otherwise."""
+    from torch.distributed.fsdp import FSDPModule, register_fsdp_forward_method
+
+    if not isinstance(model, FSDPModule):
+        return fn()
+    if _FORWARD not in model.__dict__:
+        setattr(model, _FORWARD, _call.__get__(model))
+        register_fsdp_forward_method(model, _FORWARD)
+    return getattr(model, _FORWARD)(fn)
+
+
+def check_gathered(weight: torch.Tensor, what: str) -> None:
+    """A ValueError when ``weight`` is still sharded (a DTensor) where the full tensor is needed: its
+    module has an FSDP group of its own, which the fused-linear path does not gather."""
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(weight, DTensor):
+        raise ValueError(
+            f"{what} is still sharded by FSDP inside the student's forward (a DTensor of local shape "
+            f"{tuple(weight.to_local().shape)}): its module has its own fully_shard group; keep it in the "
+            "root's group (accelerate's default transformer-layer wrap does)"
+        )

@@ -8,7 +8,7 @@ norm and LM head live in the root's group. The teacher is frozen and not wrapped
 full copy on its device (no gradients or optimizer state, so sharding it would only save its weights,
 at the price of an all-gather per layer and step).
 
-Two things FSDP2 needs from fastkd:
+What FSDP2 needs from fastkd:
 
 - :func:`enable_fsdp_on_cpu`: accelerate 1.x turns its FSDP plugin on only for accelerator devices
   (``AcceleratorState`` lists MULTI_GPU, MULTI_NPU, ... but not MULTI_CPU), so a CPU/gloo run that asks
@@ -19,6 +19,8 @@ Two things FSDP2 needs from fastkd:
   head, so it runs as a forward of the root module (``register_fsdp_forward_method``): FSDP
   all-gathers the root's parameters before it, registers the reduce-scatter of their gradients, and the
   loss sees the full head weight (tied embeddings are the same gathered parameter).
+- :func:`sharded_full_state_dict`: with sharded checkpoints HF's final ``save_model`` saves no weights;
+  the trainer gathers the full state dict and saves it (``from_pretrained`` reads the output folder).
 """
 
 from __future__ import annotations
@@ -51,6 +53,20 @@ def enable_fsdp_on_cpu(accelerator: Any, plugin_args: dict[str, Any] | None) -> 
     state.distributed_type = DistributedType.FSDP
     PartialState._shared_state["distributed_type"] = DistributedType.FSDP
     return True
+
+
+def sharded_full_state_dict(trainer: Any) -> dict[str, torch.Tensor] | None:
+    """The student's full state dict when FSDP checkpoints are sharded (``SHARDED_STATE_DICT``,
+    e.g. from an accelerate config), where HF's ``save_model`` writes no weights at all; None
+    otherwise. A collective: every rank calls it; rank 0's copy is the one saved."""
+    if not trainer.is_fsdp_enabled:
+        return None
+    if "FULL_STATE_DICT" in str(trainer.accelerator.state.fsdp_plugin.state_dict_type):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(trainer.model, options=options)
 
 
 def _call(module: torch.nn.Module, fn: Callable[[], Any]) -> Any:

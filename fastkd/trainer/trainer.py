@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from fastkd.trainer.args import DistillationArguments
 from fastkd.trainer.distributed import global_token_count, valid_token_count
-from fastkd.trainer.fsdp import enable_fsdp_on_cpu
+from fastkd.trainer.fsdp import enable_fsdp_on_cpu, sharded_full_state_dict
 from fastkd.trainer.fused_linear import fused_linear_loss
 from fastkd.trainer.losses import build_loss, loss_entry, masked_mean
 from fastkd.trainer.preflight import check_backend, check_model_source, first_line
@@ -226,6 +226,14 @@ class DistillationTrainer(Trainer):
             if hasattr(self.loss_fn, "logs"):
                 logs.update(self.loss_fn.logs())
         super().log(logs, start_time)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """HF's ``save_model``; under FSDP with sharded checkpoints, the gathered full weights."""
+        state = None if _internal_call else sharded_full_state_dict(self)
+        if state is None:
+            super().save_model(output_dir, _internal_call)
+        else:
+            self._save(output_dir or self.args.output_dir, state_dict=state)
 
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
         super()._save_checkpoint(model, trial)

@@ -105,14 +105,15 @@ def summary(directory: str) -> dict:
         return json.load(f)
 
 
-def torchrun(processes: int, script: str, *args: str) -> subprocess.CompletedProcess:
-    """``torchrun --nproc-per-node N SCRIPT ARGS`` on a free localhost port, the repository on PYTHONPATH."""
+def torchrun(processes: int, script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node N SCRIPT ARGS`` on a free localhost port, the repository on PYTHONPATH,
+    with the environment variables ``env`` added."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
     command = ["torchrun", "--nproc-per-node", str(processes), "--master-port", port, script, *args]
     path = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path, "TQDM_DISABLE": "1"}
+    env = {**os.environ, "PYTHONPATH": path, "TQDM_DISABLE": "1", **env}
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
 
 

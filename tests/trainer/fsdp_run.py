@@ -1,8 +1,10 @@
 """The FSDP runs of tests/trainer/test_fsdp.py: ``torchrun --nproc-per-node 2 tests/trainer/fsdp_run.py
-OUT TEACHER TIED_STUDENT`` runs ``fastkd lm distill --fsdp`` (batch 2 per process) for both runs of
-``cli_helpers.fsdp_runs``, each one interrupted by a real SIGINT at the end of step 2 (status 130,
-an FSDP checkpoint-2 saved) and then run again with the same command, which resumes from checkpoint-2 and
-makes step 3 only. An unexpected status or checkpoint exits non-zero with the reason on stderr.
+OUT TEACHER TIED_STUDENT NAME`` runs ``fastkd lm distill`` (batch 2 per process) for the run NAME of
+``cli_helpers.fsdp_runs``: with ``--fsdp``, or without it when the environment asks for FSDP as
+``accelerate launch --use_fsdp`` does (ACCELERATE_USE_FSDP). The run is interrupted by a real SIGINT
+at the end of step 2 (status 130, an FSDP checkpoint-2 saved) and then run again with the same
+command, which resumes from checkpoint-2 and makes step 3 only. An unexpected status or checkpoint
+exits non-zero with the reason on stderr.
 """
 
 from __future__ import annotations
@@ -56,10 +58,10 @@ def _interrupt_then_resume(argv: list[str], output: str) -> None:
         sys.exit(f"{output}: checkpoint of step {step}; the rerun gave status {status} after steps {steps}")
 
 
-def main(out: str, teacher: str, tied_student: str) -> None:
+def main(out: str, teacher: str, tied_student: str, name: str) -> None:
     torch.set_num_threads(1)  # two processes share the cores
-    for name, argv in fsdp_runs(out, teacher, tied_student, 2, fsdp=True).items():
-        _interrupt_then_resume(argv, os.path.join(out, name))
+    flag = os.environ.get("ACCELERATE_USE_FSDP") != "true"
+    _interrupt_then_resume(fsdp_runs(out, teacher, tied_student, 2, fsdp=flag)[name], os.path.join(out, name))
 
 
 if __name__ == "__main__":

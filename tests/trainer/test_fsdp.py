@@ -1,6 +1,9 @@
-"""FSDP2: ``fastkd lm distill --fsdp`` on 2 gloo processes (batch 2 each), interrupted at step 2 and
-resumed to step 3, ends with the student of one uninterrupted process with batch 4, for the logits
-path and the fused-linear path (tied embeddings: the LM head is the gathered embedding matrix).
+"""FSDP2 on 2 gloo processes (batch 2 each): ``fastkd lm distill``, interrupted at step 2 and resumed
+to step 3, ends with the student of one uninterrupted process with batch 4. The fused-linear path
+(tied embeddings: the LM head is the gathered embedding matrix) runs with ``--fsdp`` (full-state
+checkpoints); the logits path (TAID) with the environment of ``accelerate launch --use_fsdp
+--fsdp_version 2 --fsdp_state_dict_type SHARDED_STATE_DICT`` (distributed checkpoints; the final
+student is gathered by fastkd, HF saves none).
 
 The equality needs the resume to restore everything a step reads: AdamW's moments and step count,
 the learning-rate schedule, TAID's t, the data order. The reference run has none of that to restore."""
@@ -19,6 +22,13 @@ from fastkd.trainer import cli
 from fastkd.trainer.models import shrink_layers
 from tests.trainer import fsdp_run
 
+ACCELERATE_FSDP = {  # what `accelerate launch` sets for the flags above
+    "ACCELERATE_USE_FSDP": "true",
+    "FSDP_VERSION": "2",
+    "FSDP_STATE_DICT_TYPE": "SHARDED_STATE_DICT",
+    "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
+}
+
 
 def _initial(name: str, teacher: str, tied: str) -> dict[str, torch.Tensor]:
     """The student before training (the logits run cuts layer 0 of the teacher, as --student-layers 1)."""
@@ -35,9 +45,9 @@ def test_fsdp_run_resumes_and_equals_one_process_with_the_doubled_batch(tmp_path
     one, two = tmp_path / "one", tmp_path / "two"
     for argv in fsdp_runs(str(one), tiny_llama, tied, 4).values():
         assert cli.main(argv) == 0
-    out = torchrun(2, fsdp_run.__file__, str(two), tiny_llama, tied)
-    assert out.returncode == 0, out.stderr[-3000:]
-    for name in ("logits", "fused"):
+    for name, env in (("fused", {}), ("logits", ACCELERATE_FSDP)):
+        out = torchrun(2, fsdp_run.__file__, str(two), tiny_llama, tied, name, **env)
+        assert out.returncode == 0, out.stderr[-3000:]
         ref, got = load_file(one / name / "model.safetensors"), load_file(two / name / "model.safetensors")
         assert ref.keys() <= got.keys()
         if name == "fused":  # FSDP's full state dict also lists the tied head: the same matrix

@@ -65,6 +65,8 @@ class DistillationTrainer(Trainer):
     student's device in its own dtype. With a ``"topk"`` loss such as ``sparse_kl`` the batches carry
     ``teacher_topk_indices`` / ``teacher_topk_logprobs`` from a teacher cache and no teacher is needed.
     The losses are normalised by ``num_items_in_batch``, so gradient accumulation matches a big batch.
+    Multi-process runs: DDP, or FSDP2 (HF's ``fsdp`` arguments, accelerate's plugin, CPU included) for
+    the student, the teacher replicated per rank (see :mod:`fastkd.trainer.fsdp`).
     """
 
     def __init__(

@@ -10,17 +10,21 @@ the learning-rate schedule, TAID's t, the data order. The reference run has none
 
 from __future__ import annotations
 
+import copy
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.distributed as dist
 from cli_helpers import fsdp_runs, summary, torchrun
 from conftest import save_tiny_llama
 from safetensors.torch import load_file
 
 from fastkd.trainer import cli
+from fastkd.trainer.fused_linear import fused_linear_loss
 from fastkd.trainer.models import shrink_layers
-from tests.trainer import fsdp_run
+from tests.trainer import ddp_run, fsdp_run
 
 ACCELERATE_FSDP = {  # what `accelerate launch` sets for the flags above
     "ACCELERATE_USE_FSDP": "true",
@@ -60,3 +64,52 @@ def test_fsdp_run_resumes_and_equals_one_process_with_the_doubled_batch(tmp_path
             assert err < 1e-3, (name, key, float(err))
         assert summary(str(two / name))["world_size"] == 2 and summary(str(two / name))["fsdp"] is True
         assert summary(str(one / name))["fsdp"] is False
+
+
+@pytest.fixture
+def one_process_group(tmp_path):
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def _fused_loss(student: torch.nn.Module, teacher: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    args = SimpleNamespace(
+        loss_name="jsd",
+        loss_options={"beta": 0.3},
+        temperature=1.5,
+        hard_label_weight=0.2,
+        scale_by_temperature_squared=False,
+        kd_backend="auto",
+    )
+    trainer = SimpleNamespace(
+        args=args, task="causal_lm", sinkhorn_fn=None, teacher_signal="logits", teacher=teacher, _sums={}
+    )
+    return fused_linear_loss(trainer, student, {"input_ids": ids, "labels": ids}, None)
+
+
+def test_fused_linear_under_fully_shard_sees_the_gathered_head(one_process_group) -> None:
+    """In one process (a gloo group of 1): with the head in the root's FSDP group the fused-linear
+    loss and its gradients are the unsharded model's (tied embeddings); a head with a group of its own
+    is refused."""
+    from torch.distributed.fsdp import fully_shard
+
+    teacher, plain = ddp_run.llama(1, 300), ddp_run.llama(0, 300)
+    plain.config.tie_word_embeddings = True
+    plain.lm_head.weight = plain.model.embed_tokens.weight
+    sharded, own_head = copy.deepcopy(plain), ddp_run.llama(0, 300)  # FSDP refuses a tied head of its own
+    for layer in sharded.model.layers:
+        fully_shard(layer)
+    fully_shard(sharded)
+    ids = torch.randint(1, 300, (2, 9), generator=torch.Generator().manual_seed(0))
+    expected, got = _fused_loss(plain, teacher, ids), _fused_loss(sharded, teacher, ids)
+    expected.backward()
+    got.backward()
+    torch.testing.assert_close(got, expected)
+    grads = {name: p.grad.full_tensor() for name, p in sharded.named_parameters()}
+    for name, p in plain.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-5, atol=1e-7)
+    fully_shard(own_head.lm_head)
+    fully_shard(own_head)
+    with pytest.raises(ValueError, match="LM-head weight is still sharded by FSDP"):
+        _fused_loss(own_head, teacher, ids)

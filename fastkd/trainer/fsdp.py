@@ -38,15 +38,17 @@ def enable_fsdp_on_cpu(accelerator: Any, plugin_args: dict[str, Any] | None) -> 
     """Turn accelerate's FSDP plugin on for a multi-process CPU run that asked for it; True if it did.
 
     ``plugin_args`` are the TrainingArguments' ``fsdp_plugin_args`` (None without ``fsdp``); the
-    environment of ``accelerate launch --use_fsdp`` asks too. Nothing changes on other devices or
-    when accelerate already enabled FSDP.
+    environment of ``accelerate launch --use_fsdp`` asks too. Nothing changes on other devices, in
+    one process without a process group, or when accelerate has an FSDP plugin already.
     """
+    import torch.distributed as dist
     from accelerate.state import PartialState
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
     state = accelerator.state
-    from_env = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
-    if state.distributed_type != DistributedType.MULTI_CPU or (plugin_args is None and not from_env):
+    asked = plugin_args is not None or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    grouped = dist.is_available() and dist.is_initialized()
+    if not asked or not grouped or state.device.type != "cpu" or getattr(state, "fsdp_plugin", None):
         return False
     state.fsdp_plugin = FullyShardedDataParallelPlugin(**(plugin_args or {}))
     # Both shared states: AcceleratorState re-reads PartialState's type when an optimizer is prepared.

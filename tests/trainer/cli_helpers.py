@@ -79,7 +79,7 @@ def fsdp_runs(
     the logits path (TAID, a 1-layer student cut from the teacher) and the fused-linear path (JSD with
     hard labels, a student with tied embeddings); with ``fsdp``, under tests/trainer/fsdp_run.py."""
     base = f"lm distill --teacher {teacher} --data {LM_DATA} --max-samples 4 --max-length 32 --max-steps 3"
-    base += f" --batch-size {batch} --save-steps 1 --learning-rate 1e-2 --seed 0" + " --fsdp" * fsdp
+    base += f" --batch-size {batch} --save-steps 2 --learning-rate 1e-2 --seed 0" + " --fsdp" * fsdp
     runs = {
         "logits": f"{base} --student-layers 1 --loss taid --output {tmp}/logits",
         "fused": f"{base} --student {tied_student} --fused-linear --loss jsd --temperature 1.5"
@@ -105,15 +105,14 @@ def summary(directory: str) -> dict:
         return json.load(f)
 
 
-def torchrun(processes: int, script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
-    """``torchrun --nproc-per-node N SCRIPT ARGS`` on a free localhost port, the repository on PYTHONPATH,
-    with the environment variables ``env`` added."""
+def torchrun(processes: int, script: str, *args: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node N SCRIPT ARGS`` on a free localhost port, the repository on PYTHONPATH."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
     command = ["torchrun", "--nproc-per-node", str(processes), "--master-port", port, script, *args]
     path = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path, "TQDM_DISABLE": "1", **env}
+    env = {**os.environ, "PYTHONPATH": path, "TQDM_DISABLE": "1"}
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
 
 

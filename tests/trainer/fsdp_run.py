@@ -1,10 +1,11 @@
 """The FSDP runs of tests/trainer/test_fsdp.py: ``torchrun --nproc-per-node 2 tests/trainer/fsdp_run.py
-OUT TEACHER TIED_STUDENT NAME`` runs ``fastkd lm distill`` (batch 2 per process) for the run NAME of
-``cli_helpers.fsdp_runs``: with ``--fsdp``, or without it when the environment asks for FSDP as
-``accelerate launch --use_fsdp`` does (ACCELERATE_USE_FSDP). The run is interrupted by a real SIGINT
-at the end of step 2 (status 130, an FSDP checkpoint-2 saved) and then run again with the same
-command, which resumes from checkpoint-2 and makes step 3 only. An unexpected status or checkpoint
-exits non-zero with the reason on stderr.
+OUT TEACHER TIED_STUDENT`` runs ``fastkd lm distill`` (batch 2 per process) for both runs of
+``cli_helpers.fsdp_runs``: the logits run in the environment ``accelerate launch --use_fsdp
+--fsdp_version 2 --fsdp_state_dict_type SHARDED_STATE_DICT --fsdp_auto_wrap_policy
+TRANSFORMER_BASED_WRAP`` sets (no ``--fsdp``), the fused-linear run with ``--fsdp``. Each is
+interrupted by a real SIGINT at the end of step 2 (status 130, an FSDP checkpoint-2 saved) and then
+run again with the same command, which resumes from checkpoint-2 and makes step 3 only. An
+unexpected status or checkpoint exits non-zero with the reason on stderr.
 """
 
 from __future__ import annotations
@@ -21,10 +22,18 @@ from typing import Any
 
 import pytest
 import torch
+from accelerate.state import AcceleratorState
 from cli_helpers import fsdp_runs, interrupt_at
 
 from fastkd.trainer.cli import main as fastkd
 from fastkd.trainer.interrupt import _StopOnRequest
+
+ACCELERATE_FSDP = {
+    "ACCELERATE_USE_FSDP": "true",
+    "FSDP_VERSION": "2",
+    "FSDP_STATE_DICT_TYPE": "SHARDED_STATE_DICT",
+    "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
+}
 
 
 def _steps_of(argv: list[str]) -> tuple[int, list[int]]:
@@ -41,7 +50,8 @@ def _steps_of(argv: list[str]) -> tuple[int, list[int]]:
         return fastkd(argv), steps
 
 
-def _interrupt_then_resume(argv: list[str], output: str) -> None:
+def _interrupt_then_resume(argv: list[str], output: str, weights: str) -> None:
+    """Interrupt at step 2, check checkpoint-2 (its FSDP ``weights`` entry), rerun to the end."""
     with pytest.MonkeyPatch.context() as patch:
         interrupt_at(patch, 2)
         status = fastkd(argv)
@@ -51,17 +61,25 @@ def _interrupt_then_resume(argv: list[str], output: str) -> None:
         sys.exit(f"{output}: the interrupted run gave status {status}; checkpoint-2 saved: {saved}")
     with open(state, encoding="utf-8") as f:
         step = json.load(f)["global_step"]
-    if not any(name.startswith("pytorch_model_fsdp") for name in os.listdir(os.path.dirname(state))):
-        sys.exit(f"{output}: checkpoint-2 is not an FSDP checkpoint: {os.listdir(os.path.dirname(state))}")
+    if weights not in os.listdir(os.path.dirname(state)):
+        sys.exit(f"{output}: checkpoint-2 has no {weights}: {os.listdir(os.path.dirname(state))}")
     status, steps = _steps_of(argv)
     if status != 0 or step != 2 or steps != [3]:
         sys.exit(f"{output}: checkpoint of step {step}; the rerun gave status {status} after steps {steps}")
 
 
-def main(out: str, teacher: str, tied_student: str, name: str) -> None:
+def main(out: str, teacher: str, tied_student: str) -> None:
     torch.set_num_threads(1)  # two processes share the cores
-    flag = os.environ.get("ACCELERATE_USE_FSDP") != "true"
-    _interrupt_then_resume(fsdp_runs(out, teacher, tied_student, 2, fsdp=flag)[name], os.path.join(out, name))
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in ACCELERATE_FSDP.items():
+            patch.setenv(key, value)
+        logits = fsdp_runs(out, teacher, tied_student, 2)["logits"]
+        _interrupt_then_resume(logits, os.path.join(out, "logits"), "pytorch_model_fsdp_0")  # sharded
+    # A fastkd command owns its process; these share one, so the next one starts with a fresh
+    # accelerate state (its FSDP plugin from --fsdp), as HF's hyperparameter search resets it.
+    AcceleratorState._reset_state()
+    fused = fsdp_runs(out, teacher, tied_student, 2, fsdp=True)["fused"]
+    _interrupt_then_resume(fused, os.path.join(out, "fused"), "pytorch_model_fsdp.bin")  # full state
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The FSDP runs of tests/trainer/test_fsdp.py: ``torchrun --nproc-per-node 2 tests/trainer/fsdp_run.py
-OUT TEACHER TIED_STUDENT`` runs ``fastkd lm distill`` (batch 2 per process) for both runs of
+OUT TEACHER TIED_STUDENT BATCH`` runs ``fastkd lm distill`` (BATCH per process) for both runs of
 ``cli_helpers.fsdp_runs``: the logits run in the environment ``accelerate launch --use_fsdp
 --fsdp_version 2 --fsdp_state_dict_type SHARDED_STATE_DICT --fsdp_auto_wrap_policy
 TRANSFORMER_BASED_WRAP`` sets (no ``--fsdp``), the fused-linear run with ``--fsdp``. Each is
@@ -68,17 +68,17 @@ def _interrupt_then_resume(argv: list[str], output: str, weights: str) -> None:
         sys.exit(f"{output}: checkpoint of step {step}; the rerun gave status {status} after steps {steps}")
 
 
-def main(out: str, teacher: str, tied_student: str) -> None:
+def main(out: str, teacher: str, tied_student: str, batch: str) -> None:
     torch.set_num_threads(1)  # two processes share the cores
     with pytest.MonkeyPatch.context() as patch:
         for key, value in ACCELERATE_FSDP.items():
             patch.setenv(key, value)
-        logits = fsdp_runs(out, teacher, tied_student, 2)["logits"]
+        logits = fsdp_runs(out, teacher, tied_student, int(batch))["logits"]
         _interrupt_then_resume(logits, os.path.join(out, "logits"), "pytorch_model_fsdp_0")  # sharded
     # A fastkd command owns its process; these share one, so the next one starts with a fresh
     # accelerate state (its FSDP plugin from --fsdp), as HF's hyperparameter search resets it.
     AcceleratorState._reset_state()
-    fused = fsdp_runs(out, teacher, tied_student, 2, fsdp=True)["fused"]
+    fused = fsdp_runs(out, teacher, tied_student, int(batch), fsdp=True)["fused"]
     _interrupt_then_resume(fused, os.path.join(out, "fused"), "pytorch_model_fsdp.bin")  # full state
 
 

@@ -78,6 +78,8 @@ def _call(module: torch.nn.Module, fn: Callable[[], Any]) -> Any:
 def run_in_forward(model: torch.nn.Module, fn: Callable[[], Any]) -> Any:
     """``fn()``, run as a forward of ``model`` when it is an FSDP2 module (its parameters gathered
     before, the gradient reduction registered on the result); a plain call otherwise."""
+    if not torch.distributed.is_available():
+        return fn()
     from torch.distributed.fsdp import FSDPModule, register_fsdp_forward_method
 
     if not isinstance(model, FSDPModule):
@@ -91,6 +93,8 @@ def run_in_forward(model: torch.nn.Module, fn: Callable[[], Any]) -> Any:
 def check_gathered(weight: torch.Tensor, what: str) -> None:
     """A ValueError when ``weight`` is still sharded (a DTensor) where the full tensor is needed: its
     module has an FSDP group of its own, which the fused-linear path does not gather."""
+    if not torch.distributed.is_available():
+        return
     from torch.distributed.tensor import DTensor
 
     if isinstance(weight, DTensor):

@@ -4,8 +4,8 @@ Each model runs its decoder without the LM head (``model.get_decoder()``), and t
 :func:`fastkd.losses.fused_linear_kd` on the shifted hidden states and ``get_output_embeddings()``
 (weight and bias; tied embeddings are the same parameter). The logit transforms come from the config:
 ``final_logit_softcapping`` (Gemma-2/3), ``logit_scale`` (Cohere), 1/``logits_scaling`` (Granite).
-Under FSDP2 the student's side runs as a forward of the sharded root module, so FSDP gathers the head
-weight first (:func:`fastkd.trainer.fsdp.run_in_forward`); the teacher is not sharded.
+Under FSDP2 the student's side runs as a forward of the sharded root module, so that FSDP gathers the
+head weight first (:func:`fastkd.trainer.fsdp.run_in_forward`); the teacher is not sharded.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def lm_head(model: torch.nn.Module) -> dict[str, Any]:
     head = model.get_output_embeddings()
     if head is None or not hasattr(head, "weight"):
         raise ValueError(f"{type(model).__name__} has no output embedding (LM head) for fused_linear")
+    check_gathered(head.weight, f"the LM-head weight of {type(model).__name__}")
     config = model.config
     scale = getattr(config, "logit_scale", None)
     if scale is None and getattr(config, "logits_scaling", None):
@@ -79,26 +80,10 @@ def _teacher(trainer: Any, inputs: dict[str, Any], topk: tuple, device: torch.de
     }
 
 
-def _student_loss(model: torch.nn.Module, inputs: dict[str, Any], options: dict[str, Any]) -> torch.Tensor:
-    """The student side: decoder, shifted hidden states, LM head, and the fused loss (``options`` hold
-    the teacher's side and the objective); under FSDP2 it runs inside the student's forward."""
-    hidden = last_hidden(model, inputs)[:, :-1]
-    head = lm_head(model)
-    check_gathered(head["weight"], "the student's LM-head weight")
-    return L.fused_linear_kd(
-        hidden,
-        head["weight"],
-        student_bias=head["bias"],
-        student_logit_scale=head["scale"],
-        student_softcap=head["cap"],
-        **options,
-    )
-
-
-def fused_linear_loss(
+def _loss(
     trainer: Any, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any
 ) -> torch.Tensor:
-    """The trainer's loss ``(1-w)·s·KD + w·CE`` through :func:`fastkd.losses.fused_linear_kd`."""
+    """``(1-w)·KD + w·CE`` of one micro-batch (see :func:`fused_linear_loss`)."""
     args = trainer.args
     divergence = _check(trainer)
     inputs = dict(inputs)
@@ -106,17 +91,32 @@ def fused_linear_loss(
     if labels is None:
         raise ValueError("causal-LM distillation needs 'labels' (-100 on positions to skip)")
     topk = (inputs.pop("teacher_topk_indices", None), inputs.pop("teacher_topk_logprobs", None))
-    options = {
-        **_teacher(trainer, inputs, topk, labels.device),
-        "divergence": divergence,
-        "labels": labels[:, 1:],
-        "temperature": args.temperature,
-        "num_items_in_batch": num_items_in_batch,
-        "hard_label_weight": args.hard_label_weight,
-        "backend": args.kd_backend,
+    hidden = last_hidden(model, inputs)[:, :-1]
+    head = lm_head(model)
+    return L.fused_linear_kd(
+        hidden,
+        head["weight"],
+        student_bias=head["bias"],
+        student_logit_scale=head["scale"],
+        student_softcap=head["cap"],
+        **_teacher(trainer, inputs, topk, hidden.device),
+        divergence=divergence,
+        labels=labels[:, 1:],
+        temperature=args.temperature,
+        num_items_in_batch=num_items_in_batch,
+        hard_label_weight=args.hard_label_weight,
+        backend=args.kd_backend,
         **args.loss_options,
-    }
-    loss = run_in_forward(model, lambda: _student_loss(model, inputs, options))
+    )
+
+
+def fused_linear_loss(
+    trainer: Any, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any
+) -> torch.Tensor:
+    """The trainer's loss ``(1-w)·s·KD + w·CE`` through :func:`fastkd.losses.fused_linear_kd`; under
+    FSDP2 it is computed in a forward of the student (its LM head gathered)."""
+    args = trainer.args
+    loss = run_in_forward(model, lambda: _loss(trainer, model, inputs, num_items_in_batch))
     if args.scale_by_temperature_squared:
         loss = loss * args.temperature**2
     if model.training:

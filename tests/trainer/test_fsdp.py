@@ -111,5 +111,5 @@ def test_fused_linear_under_fully_shard_sees_the_gathered_head(one_process_group
         torch.testing.assert_close(grads[name], p.grad, rtol=1e-5, atol=1e-7)
     shard(own_head.lm_head)
     shard(own_head)
-    with pytest.raises(ValueError, match="LM-head weight is still sharded by FSDP"):
+    with pytest.raises(ValueError, match="LM-head weight of FSDPLlamaForCausalLM is still sharded by FSDP"):
         _fused_loss(own_head, teacher, ids)

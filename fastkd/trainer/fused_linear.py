@@ -4,8 +4,9 @@ Each model runs its decoder without the LM head (``model.get_decoder()``), and t
 :func:`fastkd.losses.fused_linear_kd` on the shifted hidden states and ``get_output_embeddings()``
 (weight and bias; tied embeddings are the same parameter). The logit transforms come from the config:
 ``final_logit_softcapping`` (Gemma-2/3), ``logit_scale`` (Cohere), 1/``logits_scaling`` (Granite).
-Under FSDP2 the student's side runs as a forward of the sharded root module, so that FSDP gathers the
-head weight first (:func:`fastkd.trainer.fsdp.run_in_forward`); the teacher is not sharded.
+Under DDP and FSDP2 the loss runs as a forward of the wrapped student
+(:func:`fastkd.trainer.distributed.run_in_forward`): DDP then all-reduces its gradients, FSDP gathers
+the head weight first; the teacher is not wrapped.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import torch
 
 from fastkd import losses as L
 from fastkd.boundary.options import DIVERGENCES
-from fastkd.trainer.fsdp import check_gathered, run_in_forward
+from fastkd.trainer.distributed import run_in_forward
+from fastkd.trainer.fsdp import check_gathered
 
 
 def lm_head(model: torch.nn.Module) -> dict[str, Any]:
@@ -114,9 +116,9 @@ def fused_linear_loss(
     trainer: Any, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any
 ) -> torch.Tensor:
     """The trainer's loss ``(1-w)·s·KD + w·CE`` through :func:`fastkd.losses.fused_linear_kd`; under
-    FSDP2 it is computed in a forward of the student (its LM head gathered)."""
+    DDP / FSDP2 it is computed in a forward of the wrapped student."""
     args = trainer.args
-    loss = run_in_forward(model, lambda: _loss(trainer, model, inputs, num_items_in_batch))
+    loss = run_in_forward(model, lambda student: _loss(trainer, student, inputs, num_items_in_batch))
     if args.scale_by_temperature_squared:
         loss = loss * args.temperature**2
     if model.training:

@@ -1,6 +1,7 @@
 """DDP: 2 processes under torchrun (gloo) with batch B each equal 1 process with batch 2B: the same
-student update, the same TAID schedule state on every rank, one summary (rank 0) with world_size;
-the teacher cache the two ranks write reads back as the one-process cache."""
+student update (logits path and fused-linear path), the same TAID schedule state on every rank, one
+summary (rank 0) with world_size; the teacher cache the two ranks write reads back as the
+one-process cache."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def test_two_ranks_equal_one_process_with_the_doubled_batch(tmp_path, tiny_llama
     ddp_run.main(str(one), 2 * 2, tiny_llama)
     out = torchrun(2, ddp_run.__file__, str(two), "2", tiny_llama)
     assert out.returncode == 0, out.stderr[-3000:]
-    for variant in ("global", "local"):  # HF's global token count, and a local one fastkd all-reduces
+    for variant in ("global", "local", "fused"):  # HF's token count, a local one all-reduced, fused-linear
         _assert_same_run(one / variant, two / variant)
     _assert_same_cache(one / "cache", two / "cache")
 

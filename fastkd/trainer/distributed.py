@@ -120,11 +120,16 @@ def run_in_forward(model: torch.nn.Module, fn: Callable[[torch.nn.Module], Any])
     one DDP wraps. FSDP2: its parameters are gathered before and their gradients reduce-scattered
     after backward (``register_fsdp_forward_method``). DDP: ``model()`` runs with the module's
     ``forward`` replaced by ``fn`` for the call, so DDP prepares its gradient all-reduce for the result
-    (a module called around DDP would train each rank on its own gradient)."""
+    (a module called around DDP would train each rank on its own gradient). FSDP1: a ValueError."""
     if not dist.is_available():
         return fn(model)
-    from torch.distributed.fsdp import FSDPModule, register_fsdp_forward_method
+    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel, register_fsdp_forward_method
 
+    if isinstance(model, FullyShardedDataParallel):
+        raise ValueError(
+            "a loss outside the student's forward (fused_linear) needs FSDP2 (fsdp_config={'version': 2}, "
+            "accelerate launch --fsdp_version 2): FSDP1 keeps the parameters flat and sharded there"
+        )
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         module = model.module
         module.forward = lambda: fn(module)

@@ -37,7 +37,8 @@ def enable_fsdp_on_cpu(accelerator: Any, plugin_args: dict[str, Any] | None) -> 
 
     ``plugin_args`` are the TrainingArguments' ``fsdp_plugin_args`` (None without ``fsdp``); the
     environment of ``accelerate launch --use_fsdp`` asks too. Nothing changes on other devices, in
-    one process without a process group, or when accelerate has an FSDP plugin already.
+    one process without a process group, or when accelerate has an FSDP plugin already. FSDP1 (not
+    on CPU in torch) is a ValueError.
     """
     import torch.distributed as dist
     from accelerate.state import PartialState
@@ -48,7 +49,13 @@ def enable_fsdp_on_cpu(accelerator: Any, plugin_args: dict[str, Any] | None) -> 
     grouped = dist.is_available() and dist.is_initialized()
     if not asked or not grouped or state.device.type != "cpu" or getattr(state, "fsdp_plugin", None):
         return False
-    state.fsdp_plugin = FullyShardedDataParallelPlugin(**(plugin_args or {}))
+    plugin = FullyShardedDataParallelPlugin(**(plugin_args or {}))
+    if plugin.fsdp_version != 2:
+        raise ValueError(
+            f"FSDP version {plugin.fsdp_version} does not run on CPU (torch's FSDP1 needs an accelerator "
+            "device): use FSDP2, fsdp_config={'version': 2} or accelerate launch --fsdp_version 2"
+        )
+    state.fsdp_plugin = plugin
     # Both shared states: AcceleratorState re-reads PartialState's type when an optimizer is prepared.
     state.distributed_type = DistributedType.FSDP
     PartialState._shared_state["distributed_type"] = DistributedType.FSDP

@@ -24,6 +24,8 @@ from conftest import save_tiny_llama
 from safetensors.torch import load_file
 
 from fastkd.trainer import cli
+from fastkd.trainer.distributed import run_in_forward
+from fastkd.trainer.fsdp import enable_fsdp_on_cpu
 from fastkd.trainer.fused_linear import fused_linear_loss
 from fastkd.trainer.models import shrink_layers
 from tests.trainer import ddp_run, fsdp_run
@@ -113,3 +115,17 @@ def test_fused_linear_under_fully_shard_sees_the_gathered_head(one_process_group
     shard(own_head)
     with pytest.raises(ValueError, match="LM-head weight of FSDPLlamaForCausalLM is still sharded by FSDP"):
         _fused_loss(own_head, teacher, ids)
+
+
+def test_fsdp1_is_refused_where_it_cannot_work(one_process_group) -> None:
+    """FSDP1 does not run on CPU (torch says so only once the model is wrapped), and outside forward
+    its parameters are flat shards, which the fused-linear loss cannot read."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    accelerator = SimpleNamespace(state=SimpleNamespace(device=torch.device("cpu"), fsdp_plugin=None))
+    with pytest.raises(ValueError, match="FSDP version 1 does not run on CPU"):
+        enable_fsdp_on_cpu(accelerator, {"fsdp_version": 1})
+    assert accelerator.state.fsdp_plugin is None
+    fsdp1 = object.__new__(FullyShardedDataParallel)  # cannot be built on CPU; the type is what counts
+    with pytest.raises(ValueError, match="needs FSDP2"):
+        run_in_forward(fsdp1, lambda module: None)

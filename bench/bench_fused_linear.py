@@ -8,7 +8,14 @@ bench.report out.json`` tabulates it. Providers, side by side in one session:
 - ``torch-compile``: ``torch.compile(fullgraph=True)`` of that same call;
 - ``trl``: TRL's ``trl.kernels.chunked_divergence.ChunkedDivergenceFunction`` (TRL >= 1.16; the JSD β
   family: β = 0 is forward KL), token mean of its per-token divergence; runs on CPU too;
-- ``liger``: Liger-Kernel's chunked ``LigerFusedLinearJSDLoss`` (jsd) on CUDA, where installed.
+- ``liger``: Liger-Kernel's chunked ``LigerFusedLinearJSDLoss`` (jsd) on CUDA, where installed;
+- ``orda``: orda-kernel's ``distillation_loss`` with a ``SeparateTeacher`` (KL term only; forward KL,
+  jsd as its ``skew_js`` with ``kl_beta`` = 1 − β), where installed. On CUDA its fused Triton kernel;
+  on CPU its torch path, which materialises the [N, V] logits. Its KL is scaled by T² (Hinton), ours
+  is not: the benchmark runs at T = 1, where the two agree.
+
+``test_peer_matches_fastkd`` checks, at a small fp32 shape, that every installed peer gives our loss
+and gradients (w.r.t. hidden and weight) before any of them is timed.
 
 ``extra_info`` has the useful TFLOP/s, 2·N·V·(H_t + 3·H_s) over the median (teacher and student logits,
 then d hidden and d weight), and the peak memory beyond the inputs and the gradients (d hidden in the
@@ -31,7 +38,8 @@ from bench.shapes import dtype_name
 from fastkd.backends import extension_available
 from fastkd.losses import fused_linear_kd
 
-PROVIDERS = ("fastkd-triton", "fastkd-cpu", "torch-eager", "torch-compile", "trl", "liger")
+PROVIDERS = ("fastkd-triton", "fastkd-cpu", "torch-eager", "torch-compile", "trl", "liger", "orda")
+PEERS = ("torch-eager", "trl", "liger", "orda")
 DTYPE = torch.bfloat16 if DEVICE == "cuda" else torch.float32
 CASES = {"forward_kl": 0.0, "jsd": 0.5}  # divergence -> TRL / Liger β (teacher weight)
 
@@ -52,11 +60,11 @@ def fused_shapes() -> list[FusedShape]:
     return [FusedShape(2048, 256, 512, 32000)]
 
 
-def _inputs(shape: FusedShape) -> tuple[torch.Tensor, ...]:
+def _inputs(shape: FusedShape, dtype: torch.dtype = DTYPE) -> tuple[torch.Tensor, ...]:
     g = torch.Generator(DEVICE).manual_seed(0)
 
     def randn(*size: int, scale: float = 1.0) -> torch.Tensor:
-        return (scale * torch.randn(*size, device=DEVICE, generator=g)).to(DTYPE)
+        return (scale * torch.randn(*size, device=DEVICE, generator=g)).to(dtype)
 
     h = randn(shape.n, shape.h_s).requires_grad_()
     w = randn(shape.v, shape.h_s, scale=shape.h_s**-0.5).requires_grad_()
@@ -86,6 +94,31 @@ def _liger(divergence: str):
     return lambda h, w, th, tw: loss(h, w, th, tw, torch.zeros(h.shape[0], dtype=torch.long, device=h.device))
 
 
+def _orda(divergence: str):
+    orda = pytest.importorskip("orda_kernel")
+    variant = {"kl_divergence": "forward"}
+    if divergence == "jsd":  # its mixture weight is the student's: kl_beta = 1 - our β
+        variant = {"kl_divergence": "skew_js", "kl_beta": 1.0 - CASES[divergence]}
+    backend = "triton" if DEVICE == "cuda" else "torch"  # torch: its CPU path (materialises logits)
+
+    def loss(h: torch.Tensor, w: torch.Tensor, th: torch.Tensor, tw: torch.Tensor) -> torch.Tensor:
+        labels = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)  # CE weight 0: unused
+        teacher = orda.SeparateTeacher(th, tw)
+        return orda.distillation_loss(
+            h,
+            w,
+            labels,
+            teacher,
+            kl_weight=1.0,
+            student_ce_weight=0.0,
+            kl_temperature=1.0,
+            backend=backend,
+            **variant,
+        ).loss
+
+    return loss
+
+
 def loss_for(provider: str, divergence: str):
     if provider == "fastkd-triton":
         if DEVICE != "cuda":
@@ -99,7 +132,7 @@ def loss_for(provider: str, divergence: str):
         return _fastkd(divergence, "torch")
     if provider == "torch-compile":
         return compiled(_fastkd(divergence, "torch"))
-    return _trl(divergence) if provider == "trl" else _liger(divergence)
+    return {"trl": _trl, "liger": _liger, "orda": _orda}[provider](divergence)
 
 
 def useful_flops(shape: FusedShape) -> int:
@@ -149,3 +182,19 @@ def test_fused_linear(benchmark: BenchmarkFixture, provider: str, divergence: st
             **memory_info(memory, _gradients(shape)),
         }
     )
+
+
+@pytest.mark.parametrize("divergence", list(CASES))
+@pytest.mark.parametrize("provider", PEERS)
+def test_peer_matches_fastkd(provider: str, divergence: str) -> None:
+    """Loss and gradients (hidden, weight) of the peer equal fastkd's at a small fp32 shape."""
+    fastkd = "triton" if DEVICE == "cuda" else ("cpu" if extension_available() else "torch")
+    results = []
+    for fn in (_fastkd(divergence, fastkd), loss_for(provider, divergence)):
+        h, w, th, tw = _inputs(FusedShape(64, 32, 48, 1000), torch.float32)
+        loss = fn(h, w, th, tw)
+        results.append((loss.detach(), *torch.autograd.grad(loss, (h, w))))
+    for name, got, ours in zip(("loss", "d hidden", "d weight"), results[1], results[0], strict=True):
+        torch.testing.assert_close(
+            got, ours, rtol=2e-4, atol=1e-6, msg=lambda m, n=name: f"{provider} {n}: {m}"
+        )

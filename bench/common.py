@@ -141,11 +141,19 @@ def time_step(
     return median_seconds(benchmark), memory
 
 
-def memory_info(memory: MemoryUse, input_bytes: int) -> dict[str, Any]:
-    """Peak memory, the part of it beyond ``input_bytes``, and how it was measured."""
+def memory_info(memory: MemoryUse, gradient_bytes: int) -> dict[str, Any]:
+    """Peak memory of a step, the part of it beyond ``gradient_bytes``, and how it was measured.
+
+    ``memory`` is :func:`bench.memory.measure` of the step: only what the step allocates, so it holds
+    no inputs (they exist before it) and nothing is subtracted for them. What it does hold is the
+    gradients the step creates (the [N, V] student-logit gradient of a logit-level loss; d hidden and
+    d weight of a fused-linear one: autograd allocates d weight in the step even when ``w.grad``
+    exists and accumulates in place): ``gradient_bytes`` of them must exist in any training step, so
+    ``extra_mem_bytes`` is what the loss needs beyond inputs and gradients.
+    """
     return {
         "peak_mem_bytes": memory.peak,
-        "extra_mem_bytes": None if memory.peak is None else memory.peak - input_bytes,
+        "extra_mem_bytes": None if memory.peak is None else memory.peak - gradient_bytes,
         "peak_mem_method": memory.method,
     }
 
@@ -172,7 +180,7 @@ def logits_info(
         "device": device_name(),
         "bytes_moved": nbytes,
         "gbps": gbps(nbytes, median) if median else None,
-        **memory_info(memory, logit_bytes(shape.n, shape.v, dtype)),
+        **memory_info(memory, logit_bytes(shape.n, shape.v, dtype)),  # the student gradient [N, V]
     }
 
 

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # One GPU window, used fully (< 8 minutes on an H100/H200): build the extension, run the test suite on
 # the GPU, then the divergence and fused-linear benchmarks at the target shapes of
-# shared/spec/performance.md, with Liger-Kernel from a wheel when one is given. No network needed.
+# shared/spec/performance.md, with the peers that are not in the device image (Liger-Kernel,
+# orda-kernel) from the wheels given. No network needed.
 #
-#   bench/gpu_check.sh OUT_DIR [LIGER_WHEEL]
+#   bench/gpu_check.sh OUT_DIR [WHEEL...]     e.g. liger_kernel-*.whl orda_kernel-0.1.0-py3-none-any.whl
+#
+# (`pip download --no-deps liger-kernel orda-kernel==0.1.0 -d wheels/` where there is network.) The
+# wheels go with --no-deps --no-index into OUT_DIR/wheels, which is put on PYTHONPATH.
 #
 # Writes under OUT_DIR: gpu_check.log (everything), env.txt, tests.txt, divergences.{json,md,png},
 # fused_linear.{json,md,png}. Each step has its own time limit; a failed step is logged and the next
@@ -12,8 +16,8 @@
 # FASTKD_GPU_CHECK_DRY_RUN=1 (the CPU test of this script): no build, a few tests, tiny shapes.
 set -uo pipefail
 
-out=${1:?usage: bench/gpu_check.sh OUT_DIR [LIGER_WHEEL]}
-wheel=${2:-}
+out=${1:?usage: bench/gpu_check.sh OUT_DIR [WHEEL...]}
+wheels=("${@:2}")
 py=${PYTHON:-python}
 dry=${FASTKD_GPU_CHECK_DRY_RUN:-0}
 mkdir -p "$out"
@@ -32,7 +36,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log the outcome
 if [ "$dry" = 1 ]; then
     tests=(tests/test_fused_linear.py -k "every_divergence and forward_kl")
     div_shapes=8x1271 fused_shapes=32:16:24:1000 build_limit=0 test_limit=300 bench_limit=300
-    select=(-k "fastkd-cpu or torch-eager or trl")  # compiling would be most of a CPU run's time
+    select=(-k "fastkd-cpu or torch-eager or trl or orda")  # compiling would be most of a CPU run's time
     export FASTKD_BENCH_DIVERGENCES=forward_kl
 else
     tests=(tests)
@@ -46,9 +50,10 @@ cat "$out/env.txt"
 if [ "$build_limit" -gt 0 ]; then
     step build "$build_limit" "$py" setup.py build_ext --inplace -q
 fi
-if [ -n "$wheel" ]; then
-    step liger 60 "$py" -m pip install --no-deps --no-index --target "$out/liger" "$wheel"
-    export PYTHONPATH="$out/liger${PYTHONPATH:+:$PYTHONPATH}"
+if [ "${#wheels[@]}" -gt 0 ]; then
+    step wheels 60 "$py" -m pip install --no-deps --no-index --target "$out/wheels" "${wheels[@]}"
+    export PYTHONPATH="$out/wheels${PYTHONPATH:+:$PYTHONPATH}"
+    "$py" -m pip list --path "$out/wheels" --format freeze 2>/dev/null | tee -a "$out/env.txt"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 

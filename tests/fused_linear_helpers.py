@@ -56,6 +56,8 @@ def teacher_kwargs(case: dict, source: str, dtype: torch.dtype) -> dict:
         }
     if source == "logits":
         return {"teacher_logits": case["teacher_logits"].to(dtype)}
+    if source == "none":
+        return {}
     indices, logprobs = case["topk"]
     return {"teacher_topk_indices": indices, "teacher_topk_logprobs": logprobs}
 
@@ -67,6 +69,8 @@ def _oracle_teacher(kwargs: dict, source: str) -> dict:
         }
     if source == "logits":
         return {"source": ("logits", kwargs["teacher_logits"])}
+    if source == "none":
+        return {"source": ("none",)}
     return {"source": ("topk", kwargs["teacher_topk_indices"], kwargs["teacher_topk_logprobs"])}
 
 

@@ -40,10 +40,13 @@ def oracle_fused_linear(
     teacher_softcap: float | None = None,
     **options: object,
 ) -> Tensor:
-    """fp64 loss of fused-linear KD; ``teacher`` holds ("hidden", h, W, b), ("logits", u) or
-    ("topk", indices, logprobs) under the key "source"; gradients flow to the student's tensors."""
+    """fp64 loss of fused-linear KD; ``teacher`` holds ("hidden", h, W, b), ("logits", u),
+    ("topk", indices, logprobs) or ("none",) (no teacher: hard_label_weight = 1, the hard-label CE
+    alone) under the key "source"; gradients flow to the student's tensors."""
     z = oracle_logits(*student, student_logit_scale, student_softcap)
     kind, *tensors = teacher["source"]
+    if kind == "none":  # at hard_label_weight = 1 the oracle reads the teacher only for its shape
+        return oracle_kd_loss(z, torch.zeros_like(z), divergence, param=param, **options)
     if kind == "topk":
         return oracle_sparse_kl(z, tensors[0], tensors[1], renormalize=renormalize, **options)
     if kind == "hidden":

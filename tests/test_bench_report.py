@@ -1,6 +1,6 @@
 """bench/report.py on a small synthetic pytest-benchmark JSON (one table per family, numbers, speed-ups,
 a legend naming every provider of every panel), and the CPU timing defaults of bench/shapes.py and
-bench/common.py."""
+bench/common.py (rounds, and memory beyond the gradients)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from typing import Any
 
 import matplotlib.figure
 import pytest
+import torch
 
-from bench.common import calls_per_round
+from bench.common import calls_per_round, memory_info
+from bench.memory import measure
 from bench.report import main
 from bench.shapes import Shape, shapes
 
@@ -149,3 +151,26 @@ def test_calls_per_round_repeats_a_short_call_to_fill_the_round() -> None:
     assert calls_per_round(lambda: time.sleep(0.003), min_round_s=0.03) >= 3
     assert calls_per_round(lambda: time.sleep(0.02), min_round_s=0.01) == 1
     assert calls_per_round(lambda: None, min_round_s=10.0) == 10_000
+
+
+def test_memory_info_subtracts_the_step_gradients_and_never_the_inputs() -> None:
+    """measure() holds what the step allocates (the kept gradient, a freed temporary), not the inputs
+    that exist before it; memory_info's extra is then the temporary. Autograd allocates d weight in the
+    step even when ``w.grad`` exists (as between bench rounds), so subtracting it is right."""
+    inputs = torch.randn(1024, 1024)  # 4 MiB, before the step
+    kept = []
+
+    def step() -> None:
+        temporary = inputs * 2.0  # 4 MiB, freed when the step ends
+        kept.append(torch.zeros(256, 1024))  # 1 MiB: the gradient the step leaves
+        del temporary
+
+    info = memory_info(measure(step, "cpu"), gradient_bytes=MIB)
+    assert info["peak_mem_method"] == "profiler allocation events"
+    assert (info["peak_mem_bytes"], info["extra_mem_bytes"]) == (5 * MIB, 4 * MIB)
+    hidden = torch.randn(16, 64, requires_grad=True)
+    weight = torch.randn(4096, 64, requires_grad=True)
+    (hidden @ weight.t()).sum().backward()
+    hidden.grad = None
+    memory = measure(lambda: (hidden @ weight.t()).sum().backward(), "cpu")
+    assert weight.numel() * 4 in memory.allocations and hidden.numel() * 4 in memory.allocations

@@ -105,3 +105,44 @@ def test_half_precision(dtype: torch.dtype, backend: str) -> None:
     assert_fused_matches_oracle(
         CASE, backend, dtype=dtype, divergence="jsd", beta=0.4, chunk_size=4, student_softcap=3.0
     )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_teacher_free_cross_entropy(reduction: str, backend: str) -> None:
+    """hard_label_weight=1 without a teacher: the fused-linear CE, with transforms, bias, masks,
+    a chunk size that does not divide N, grad_output ≠ 1 and a padded (-inf bias) vocabulary."""
+    case = make_case(seed=4)
+    case["bias"][-3:] = float("-inf")
+    g = torch.Generator().manual_seed(5)
+    labels = torch.randint(0, 34, (2, 5), generator=g).to(DEVICE)
+    labels[0, 2:4] = -100
+    grad_output = torch.rand(2, 5, generator=g).to(DEVICE) + 0.5 if reduction == "none" else 1.3
+    options = dict(labels=labels, hard_label_weight=1.0, chunk_size=3, reduction=reduction)
+    assert_fused_matches_oracle(
+        case,
+        backend,
+        "none",
+        grad_output=grad_output,
+        student_logit_scale=1.2,
+        student_softcap=3.0,
+        **options,
+    )
+    assert_fused_matches_oracle(case, backend, "none", num_items_in_batch=11, **options)
+    assert_fused_matches_oracle(case, backend, "none", dtype=torch.bfloat16, **options)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_teacher_free_cross_entropy_edge_rows(backend: str) -> None:
+    """All tokens ignored: loss 0 and zero gradients; a NaN hidden state: NaN loss, never a number."""
+    h = CASE["hidden"].clone().requires_grad_()
+    w = CASE["weight"].clone().requires_grad_()
+    ignored = torch.full((2, 5), -100, device=DEVICE)
+    loss = L.fused_linear_kd(h, w, labels=ignored, hard_label_weight=1.0, backend=backend)
+    loss.backward()
+    assert loss.item() == 0.0 and not h.grad.any() and not w.grad.any()
+    bad = CASE["hidden"].clone()
+    bad[1, 2, 0] = float("nan")
+    labels = torch.zeros(2, 5, dtype=torch.long, device=DEVICE)
+    rows = L.fused_linear_kd(bad, w, labels=labels, hard_label_weight=1.0, reduction="none", backend=backend)
+    assert rows[1, 2].isnan() and rows.isnan().sum() == 1

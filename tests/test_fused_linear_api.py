@@ -44,6 +44,24 @@ BAD_INPUTS = [
     ),
     ("no teacher", lambda: L.fused_linear_kd(H, W), ValueError, r"exactly one teacher source.*none"),
     (
+        "no teacher with some KD",
+        lambda: L.fused_linear_kd(H, W, labels=IDX[..., 0], hard_label_weight=0.9),
+        ValueError,
+        r"exactly one teacher source.*hard_label_weight=1; got 0.9",
+    ),
+    (
+        "teacher transform without a teacher",
+        lambda: L.fused_linear_kd(H, W, labels=IDX[..., 0], hard_label_weight=1.0, teacher_softcap=2.0),
+        ValueError,
+        r"not to no teacher",
+    ),
+    (
+        "no teacher without labels",
+        lambda: L.fused_linear_kd(H, W, hard_label_weight=1.0),
+        ValueError,
+        r"needs labels",
+    ),
+    (
         "two teachers",
         lambda: L.fused_linear_kd(H, W, TH, TW, teacher_logits=U),
         ValueError,
@@ -129,7 +147,9 @@ def test_logit_level_losses_give_the_same_vocabulary_message():
         L.kd_loss(torch.randn(3, 37), torch.randn(3, 40))
 
 
-def _op_args(need_grad: bool) -> tuple:
+def _op_args(need_grad: bool, kind: str = "divergence") -> tuple:
+    """The op's arguments; kind "ce" (no teacher) drops the teacher logits and has weight 1."""
+    ce = kind == "ce"
     valid = torch.tensor([True, False, True, True, True, False], device=DEVICE)
     h, w = H.reshape(-1, 8)[:6], W
     labels = torch.arange(6, device=DEVICE)
@@ -141,7 +161,7 @@ def _op_args(need_grad: bool) -> tuple:
         None,
         None,
         None,
-        U.reshape(-1, 37)[:6],
+        None if ce else U.reshape(-1, 37)[:6],
         None,
         None,
         None,
@@ -149,11 +169,11 @@ def _op_args(need_grad: bool) -> tuple:
         labels,
         None,
         scale,
-        "divergence",
+        kind,
         "jsd",
         0.3,
         1.5,
-        0.2,
+        1.0 if ce else 0.2,
         True,
         [1.2, 3.0, 1.0, 0.0],
         4,
@@ -165,10 +185,10 @@ def _op_args(need_grad: bool) -> tuple:
 
 
 @pytest.mark.skipif(DEVICE != "cpu", reason="the op's CPU kernels")
-@pytest.mark.parametrize("need_grad", [True, False])
-def test_opcheck(need_grad):
+@pytest.mark.parametrize("need_grad,kind", [(True, "divergence"), (False, "divergence"), (True, "ce")])
+def test_opcheck(need_grad, kind):
     tests = ("test_schema", "test_faketensor", "test_aot_dispatch_static", "test_aot_dispatch_dynamic")
-    torch.library.opcheck(fused_linear_fwd, _op_args(need_grad), test_utils=tests)
+    torch.library.opcheck(fused_linear_fwd, _op_args(need_grad, kind), test_utils=tests)
 
 
 @pytest.mark.parametrize(

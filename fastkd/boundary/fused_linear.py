@@ -2,7 +2,8 @@
 
 Per model, logits = softcap(s·(h Wᵀ + b)) with softcap(x) = c·tanh(x/c) when a cap c is given
 (``shared/spec/losses.md``, "Fused-linear KD"). The teacher comes from exactly one source: its hidden
-states and weight, precomputed logits, or a top-k cache (indices + log-probabilities).
+states and weight, precomputed logits, or a top-k cache (indices + log-probabilities); none only for
+the pure hard-label cross-entropy (hard_label_weight = 1), source "none".
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from fastkd.boundary.inputs import (
 from fastkd.boundary.options import DivergenceOptions, _check_real
 from fastkd.boundary.sparse import _check_teacher, _check_values, rest_log_mass
 
-SOURCES = ("hidden", "logits", "topk")
+SOURCES = ("hidden", "logits", "topk", "none")
 GRAD_WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -76,11 +77,13 @@ class FusedLinearOptions:
             )
         if not isinstance(self.renormalize, bool):
             raise TypeError(f"renormalize must be a bool, got {type(self.renormalize).__name__}")
-        if self.source != "hidden" and not self.teacher.identity and self.source == "topk":
-            raise ValueError(
-                "teacher_logit_scale / teacher_softcap apply to teacher logits, not to a top-k cache"
-            )
-        if (self.taid or self.source == "topk") and self.loss.hard_label_weight > 0.0:
+        if self.source in ("topk", "none") and not self.teacher.identity:
+            what = "a top-k cache" if self.source == "topk" else "no teacher (hard_label_weight=1)"
+            raise ValueError(f"teacher_logit_scale / teacher_softcap apply to teacher logits, not to {what}")
+        weight = self.loss.hard_label_weight
+        if self.source == "none" and weight != 1.0:
+            raise ValueError(f"no teacher source means pure cross-entropy, hard_label_weight=1; got {weight}")
+        if (self.taid or self.source == "topk") and weight > 0.0:
             raise ValueError(
                 "hard_label_weight is supported with the divergences, not with taid or a top-k teacher"
             )
@@ -109,18 +112,30 @@ class FusedLinearInputs:
     divisor: torch.Tensor
 
 
-def teacher_source(hidden: object, weight: object, logits: object, indices: object, logprobs: object) -> str:
-    """The one teacher source given: "hidden", "logits" or "topk"; none or several is a ValueError."""
+def teacher_source(
+    hidden: object,
+    weight: object,
+    logits: object,
+    indices: object,
+    logprobs: object,
+    hard_label_weight: object = 0.0,
+) -> str:
+    """The one teacher source given: "hidden", "logits" or "topk"; "none" when none is given and
+    ``hard_label_weight`` is 1 (the loss is then only the hard-label CE); else none or several is a
+    ValueError."""
     given = {
         "hidden": hidden is not None or weight is not None,
         "logits": logits is not None,
         "topk": indices is not None or logprobs is not None,
     }
     names = [name for name, there in given.items() if there]
+    if not names and hard_label_weight == 1.0:
+        return "none"
     if len(names) != 1:
         raise ValueError(
             "give exactly one teacher source: teacher_hidden with teacher_weight, teacher_logits, or "
-            f"teacher_topk_indices with teacher_topk_logprobs; got {names or 'none'}"
+            f"teacher_topk_indices with teacher_topk_logprobs; got {names or 'none'} (no teacher only "
+            f"for the pure cross-entropy, hard_label_weight=1; got {hard_label_weight})"
         )
     return names[0]
 
@@ -190,7 +205,7 @@ def _teacher_tensors(
         _check_leading("teacher_logits", u.shape[:-1], leading)
         _check_vocab(vocab, u.shape[-1])
         out["teacher_logits"] = u.detach().reshape(-1, vocab)
-    else:
+    elif source == "topk":
         like = torch.empty((), device=device).expand(*leading, vocab)  # shape and device only, no memory
         indices, logprobs = _check_teacher(
             tensors["teacher_topk_indices"], tensors["teacher_topk_logprobs"], like

@@ -91,6 +91,8 @@ def fused_linear_kd(
       (and ``teacher_bias``); ``teacher_logits`` [..., V]; ``teacher_topk_indices`` /
       ``teacher_topk_logprobs`` [..., k] (the cache of :func:`fastkd.losses.teacher_topk`, the loss is
       then :func:`fastkd.losses.sparse_kl` with ``renormalize``). The teacher gets no gradient.
+      With ``hard_label_weight=1`` the teacher may be left out: the loss is then the fused-linear
+      cross-entropy −log softmax(z)[label] alone (the student's GEMMs only; ``divergence`` unused).
     - ``divergence``: forward_kl (default), soft_cross_entropy, reverse_kl, jsd (``beta``), skew_kl /
       skew_reverse_kl (``alpha``), tvd, akl (``mu``), or "taid" with its interpolation weight ``t``.
     - Logit transforms per model, before the temperature: ``*_logit_scale`` s (multiply; Cohere's
@@ -106,7 +108,12 @@ def fused_linear_kd(
     Only valid tokens are projected. Returns the fp32 loss ([...] for ``reduction="none"``).
     """
     source = teacher_source(
-        teacher_hidden, teacher_weight, teacher_logits, teacher_topk_indices, teacher_topk_logprobs
+        teacher_hidden,
+        teacher_weight,
+        teacher_logits,
+        teacher_topk_indices,
+        teacher_topk_logprobs,
+        hard_label_weight,
     )
     settings = dict(
         beta=beta,

@@ -18,11 +18,12 @@ from fastkd.ops.rescale import rescale_
 
 def chunk_rows(flat: FusedLinearInputs, options: FusedLinearOptions) -> int:
     """``options.chunk_size`` or the auto size: all [chunk, V] fp32 buffers within 512 MiB (student
-    logits, teacher logits, the 1 − tanh² of a student cap applied outside the kernel (taid, top-k),
-    the half-precision GEMM copy of the gradient)."""
+    logits, teacher logits (or the CE's log-sum-exp temporary without a teacher), the 1 − tanh² of a
+    student cap applied outside the kernel (taid, top-k, no teacher), the half-precision GEMM copy of
+    the gradient)."""
     if options.chunk_size is not None:
         return options.chunk_size
-    torch_cap = options.student.cap > 0.0 and (options.taid or options.source == "topk")
+    torch_cap = options.student.cap > 0.0 and (options.taid or options.source in ("topk", "none"))
     buffers = (
         2.0 + torch_cap + (options.loss.hard_label_weight > 0.0) + 0.5 * (flat.hidden.dtype != torch.float32)
     )
@@ -40,7 +41,7 @@ def run_chunks(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The op ``fastkd::fused_linear_fwd`` on validated inputs: (loss rows, d hidden, d weight, d bias)."""
     core = options.loss
-    kind = "taid" if options.taid else ("sparse" if options.source == "topk" else "divergence")
+    kind = "taid" if options.taid else {"topk": "sparse", "none": "ce"}.get(options.source, "divergence")
     s, u = options.student, options.teacher
     return fused_linear_fwd(
         flat.hidden,

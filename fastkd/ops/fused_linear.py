@@ -7,7 +7,8 @@ host synchronisation of the call, which sizes the chunk loop), then, chunk by ch
    teacher (fp32 accumulation: fp32 output on CUDA, fp32 operands on CPU); a softcap turns x into
    c·tanh(x/c) in place and keeps 1 − tanh² for the chain rule;
 2. the existing fused row kernel (``fastkd::divergence_fwd`` / ``divergence_cpu`` / ``taid_fwd`` /
-   ``sparse_kl_fwd``) writes row_scale·s·∂ℓ/∂z over the student's chunk logits, in place;
+   ``sparse_kl_fwd``) writes row_scale·s·∂ℓ/∂z over the student's chunk logits, in place (without a
+   teacher, the pure hard-label CE: :func:`cross_entropy_rows`, three torch passes over the chunk);
 3. d(hidden) = g @ W for the chunk, d(weight) += gᵀ @ h, d(bias) += Σ_rows g.
 
 Memory beyond inputs and outputs: the chunk's fp32 [chunk, V] buffers (two, three with a student cap)
@@ -98,6 +99,21 @@ def _teacher_chunk(
     return u.div_(cap).tanh_().mul_(cap) if cap > 0.0 else u
 
 
+def cross_entropy_rows(
+    z: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ℓ = logsumexp(z) − z[label] per row, fp32 [c]; scale·(softmax(z) − onehot(label)) written
+    over the fp32 chunk logits ``z`` [c, V]). A row whose log-sum-exp is not finite (NaN, +inf, all
+    −inf) gets loss NaN and NaN gradients. Reads z three times and writes it twice: next to the chunk's
+    GEMMs (6·c·V·H FLOPs) these passes are cheap, so the teacher-free CE needs no kernel of its own."""
+    lse = torch.logsumexp(z, dim=1)
+    picked = z.gather(1, labels[:, None]).squeeze(1)
+    loss = torch.where(lse.isfinite(), lse - picked, float("nan"))
+    z.sub_(lse[:, None]).exp_()
+    z.scatter_add_(1, labels[:, None], z.new_full((z.shape[0], 1), -1.0))
+    return loss, z.mul_(scale)
+
+
 def _row_op(
     kind: str,
     backend: str,
@@ -116,6 +132,8 @@ def _row_op(
     where it reads the student after writing (the sparse kernel; the Triton divergence kernel's label
     logit): then the gradient gets its own buffer."""
     divergence, param, temperature, hard_w, renormalize = options
+    if kind == "ce":
+        return cross_entropy_rows(z, labels.index_select(0, rows), scale)
     if kind == "taid":
         return taid_fwd(z, u, valid, t, scale, z, temperature), z
     if kind == "sparse":
@@ -157,7 +175,7 @@ class ChunkPass:
         t_scale, t_cap = self.teacher_transform
         caps = (self.student.cap, t_cap) if fold else (0.0, 0.0)
         u = None
-        if self.kind != "sparse":
+        if self.kind not in ("sparse", "ce"):
             u = _teacher_chunk(rows, self.teacher, self.teacher_logits, t_scale, 0.0 if fold else t_cap)
         valid = torch.ones(rows.shape[0], dtype=torch.bool, device=rows.device)
         rows_loss, g = _row_op(
@@ -217,8 +235,9 @@ def fused_linear_fwd(
 
     The gradients are row_scale·∂ℓ_n/∂(·) (``row_scale`` fp32, [] or [N]), zero at invalid rows;
     with ``need_grad`` False they are empty [0] tensors and no backward GEMM runs.
-    ``kind``: "divergence" (with divergence, param, hard_label_weight), "taid" (``t``) or "sparse"
-    (top-k teacher, ``rest``, the log rest mass, and ``renormalize``). ``transforms`` = [s_student,
+    ``kind``: "divergence" (with divergence, param, hard_label_weight), "taid" (``t``), "sparse"
+    (top-k teacher, ``rest``, the log rest mass, and ``renormalize``) or "ce" (no teacher: the
+    hard-label cross-entropy alone). ``transforms`` = [s_student,
     cap_student, s_teacher, cap_teacher] (cap 0: none). ``backend``: "triton" or "cpu" (row kernels).
     """
     s_scale, s_cap, t_scale, t_cap = transforms

@@ -6,11 +6,12 @@ the rest. This is the ``torch`` backend and the benchmarks' eager baseline: memo
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from fastkd.boundary.fused_linear import FusedLinearInputs, FusedLinearOptions, LogitTransform
-from fastkd.boundary.inputs import FlatInputs
+from fastkd.boundary.inputs import FlatInputs, reduce_rows
 from fastkd.boundary.sparse import SparseInputs, SparseOptions
-from fastkd.reference.divergence import divergence_loss
+from fastkd.reference.divergence import divergence_loss, nonfinite_rows, poison_rows
 from fastkd.reference.sparse import sparse_kl_loss
 from fastkd.reference.taid import taid_loss
 
@@ -40,11 +41,24 @@ def teacher_logits(flat: FusedLinearInputs, options: FusedLinearOptions) -> torc
     return transform.cap * torch.tanh(u / transform.cap) if transform.cap > 0.0 else u
 
 
+def cross_entropy_loss(student: torch.Tensor, flat: FusedLinearInputs, reduction: str) -> torch.Tensor:
+    """The teacher-free loss (hard_label_weight = 1): CE(z, label) of the [N, V] student logits, reduced;
+    a row whose log-sum-exp is not finite is NaN (loss and gradient), as in the logit-level losses."""
+    z = student.masked_fill(~flat.valid[:, None], 0.0)
+    bad = nonfinite_rows(z, z)
+    targets = flat.labels.masked_fill(~flat.valid, 0)
+    hard = F.cross_entropy(z.masked_fill(bad[:, None], 0.0), targets, reduction="none")
+    rows = torch.where(flat.valid, poison_rows(hard, z, bad), 0.0)
+    return reduce_rows(rows, flat.leading_shape, flat.divisor, reduction)
+
+
 def fused_linear_loss(
     flat: FusedLinearInputs, options: FusedLinearOptions, t: torch.Tensor | None
 ) -> torch.Tensor:
     """The reduced loss on validated, flattened inputs, through materialised logits."""
     student = project(flat.hidden, flat.weight, flat.bias, options.student)
+    if options.source == "none":
+        return cross_entropy_loss(student, flat, options.loss.reduction)
     if options.source == "topk":
         sparse = SparseInputs(
             student=student,

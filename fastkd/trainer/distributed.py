@@ -7,14 +7,12 @@ token sum divided by the global number of valid tokens, times W. HF's Trainer pa
 carry labels; otherwise :func:`global_token_count` all-reduces the local count (one int per step).
 
 Commands that are not a Trainer (the teacher cache) join the launcher's group with
-:func:`init_from_launcher` and split their work with :func:`rank_block`. A loss that does not call
-the student's ``forward`` (the fused-linear path) runs inside it with :func:`run_in_forward`.
+:func:`init_from_launcher` and split their work with :func:`rank_block`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -106,40 +104,3 @@ def gather_in_rank_order(items: list[Any]) -> list[Any]:
     parts: list[Any] = [None] * world_size()
     dist.all_gather_object(parts, list(items))
     return [item for part in parts for item in part]
-
-
-_FORWARD = "_fastkd_forward"
-
-
-def _call(module: torch.nn.Module, fn: Callable[[torch.nn.Module], Any]) -> Any:
-    return fn(module)
-
-
-def run_in_forward(model: torch.nn.Module, fn: Callable[[torch.nn.Module], Any]) -> Any:
-    """``fn(module)`` as a forward of ``model``, ``module`` being the model itself (plain, FSDP2) or the
-    one DDP wraps. FSDP2: its parameters are gathered before and their gradients reduce-scattered
-    after backward (``register_fsdp_forward_method``). DDP: ``model()`` runs with the module's
-    ``forward`` replaced by ``fn`` for the call, so DDP prepares its gradient all-reduce for the result
-    (a module called around DDP would train each rank on its own gradient). FSDP1: a ValueError."""
-    if not dist.is_available():
-        return fn(model)
-    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel, register_fsdp_forward_method
-
-    if isinstance(model, FullyShardedDataParallel):
-        raise ValueError(
-            "a loss outside the student's forward (fused_linear) needs FSDP2 (fsdp_config={'version': 2}, "
-            "accelerate launch --fsdp_version 2): FSDP1 keeps the parameters flat and sharded there"
-        )
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        module = model.module
-        module.forward = lambda: fn(module)
-        try:
-            return model()
-        finally:
-            del module.forward
-    if not isinstance(model, FSDPModule):
-        return fn(model)
-    if _FORWARD not in model.__dict__:
-        setattr(model, _FORWARD, _call.__get__(model))
-        register_fsdp_forward_method(model, _FORWARD)
-    return getattr(model, _FORWARD)(fn)

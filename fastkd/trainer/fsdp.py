@@ -14,12 +14,12 @@ What FSDP2 needs from fastkd:
   (``AcceleratorState`` lists MULTI_GPU, MULTI_NPU, ... but not MULTI_CPU), so a CPU/gloo run that asks
   for FSDP would silently train with DDP. ``fully_shard`` itself runs on CPU with gloo (torch 2.13),
   so fastkd sets the distributed type to FSDP there, the way accelerate does on GPUs.
-- :func:`fastkd.trainer.distributed.run_in_forward`: outside ``forward`` a sharded parameter is a
-  DTensor holding 1/W of the rows. The fused-linear loss reads ``get_output_embeddings().weight`` and
-  runs the decoder without the LM head, so it runs as a forward of the root module
-  (``register_fsdp_forward_method``): FSDP all-gathers the root's parameters before it, registers the
-  reduce-scatter of their gradients, and the loss sees the full head weight (tied embeddings are the
-  same gathered parameter). :func:`check_gathered` refuses a head FSDP did not gather.
+- :func:`as_fsdp_forward`: outside ``forward`` a sharded parameter is a DTensor holding 1/W of the
+  rows. The fused-linear loss reads ``get_output_embeddings().weight`` and runs the decoder without
+  the LM head, so it runs as a forward of the root module (``register_fsdp_forward_method``): FSDP
+  all-gathers the root's parameters before it, registers the reduce-scatter of their gradients, and
+  the loss sees the full head weight (tied embeddings are the same gathered parameter).
+  :func:`check_gathered` refuses a head FSDP did not gather.
 - :func:`sharded_full_state_dict`: with sharded checkpoints HF's final ``save_model`` saves no weights;
   the trainer gathers the full state dict and saves it (``from_pretrained`` reads the output folder).
 """
@@ -27,9 +27,12 @@ What FSDP2 needs from fastkd:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
+
+_FORWARD = "_fastkd_fsdp_forward"
 
 
 def enable_fsdp_on_cpu(accelerator: Any, plugin_args: dict[str, Any] | None) -> bool:
@@ -74,6 +77,36 @@ def sharded_full_state_dict(trainer: Any) -> dict[str, torch.Tensor] | None:
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     return get_model_state_dict(trainer.model, options=options)
+
+
+def is_fsdp(model: torch.nn.Module) -> bool:
+    """Whether ``model`` is sharded by FSDP (FSDP2's ``fully_shard`` or FSDP1's wrapper)."""
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+
+    return isinstance(model, (FSDPModule, FullyShardedDataParallel))
+
+
+def _call(module: torch.nn.Module, fn: Callable[[torch.nn.Module], Any]) -> Any:
+    return fn(module)
+
+
+def as_fsdp_forward(model: torch.nn.Module, fn: Callable[[torch.nn.Module], Any]) -> Any:
+    """``fn(model)`` as a forward of the FSDP2 module ``model``: its parameters gathered before, their
+    gradients reduce-scattered after backward. FSDP1 is a ValueError (its parameters are flat shards
+    outside its wrapper's forward)."""
+    from torch.distributed.fsdp import FSDPModule, register_fsdp_forward_method
+
+    if not isinstance(model, FSDPModule):
+        raise ValueError(
+            "a loss outside the student's forward (fused_linear) needs FSDP2 (fsdp_config={'version': 2}, "
+            "accelerate launch --fsdp_version 2): FSDP1 keeps the parameters flat and sharded there"
+        )
+    if _FORWARD not in model.__dict__:
+        setattr(model, _FORWARD, _call.__get__(model))
+        register_fsdp_forward_method(model, _FORWARD)
+    return getattr(model, _FORWARD)(fn)
 
 
 def check_gathered(weight: torch.Tensor, what: str) -> None:

@@ -170,9 +170,17 @@ class TAIDObjective:
         self._step_loss: torch.Tensor | None = None
 
     def __call__(self, student: torch.Tensor, teacher: torch.Tensor, **kw: Any) -> torch.Tensor:
-        if self.schedule.t.device != student.device:
-            self.schedule.to(student.device)
-        loss = L.taid(student, teacher, self.schedule.t, **kw)
+        return self.record(L.taid(student, teacher, self.t_on(student.device), **kw))
+
+    def t_on(self, device: torch.device) -> torch.Tensor:
+        """The schedule's current t (a 0-dim tensor, moved once to ``device``: no host sync)."""
+        if self.schedule.t.device != device:
+            self.schedule.to(device)
+        return self.schedule.t
+
+    def record(self, loss: torch.Tensor) -> torch.Tensor:
+        """Add a micro-batch's TAID loss (computed at :meth:`t_on`, by any path: logits or fused-linear)
+        to the step's J while training; returns ``loss``."""
         if self.training:
             step_loss = loss.detach()
             self._step_loss = step_loss if self._step_loss is None else self._step_loss + step_loss

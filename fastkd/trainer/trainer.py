@@ -178,16 +178,16 @@ class DistillationTrainer(Trainer):
         num_items_in_batch: Any = None,
     ) -> Any:
         args: DistillationArguments = self.args
+        if hasattr(self.loss_fn, "training"):
+            self.loss_fn.training = model.training
         if args.fused_linear:
             count = inputs["labels"][:, 1:].ne(-100).sum() if "labels" in inputs else torch.tensor(0)
             num_items_in_batch, ranks = global_token_count(args, num_items_in_batch, count, model.training)
-            loss = fused_linear_loss(self, model, inputs, num_items_in_batch) * ranks
+            loss = fused_linear_loss(self, model, inputs, num_items_in_batch, ranks)
             return (loss, None) if return_outputs else loss
         inputs = dict(inputs)
         labels = inputs.pop("labels", None)
         topk = (inputs.pop("teacher_topk_indices", None), inputs.pop("teacher_topk_logprobs", None))
-        if hasattr(self.loss_fn, "training"):
-            self.loss_fn.training = model.training
         outputs = model(**inputs)
         student, teacher, signal, labels, mask = self._signals(inputs, outputs.logits, labels, topk)
         # DDP: token means over every rank's tokens; `ranks` undoes DDP's gradient average.

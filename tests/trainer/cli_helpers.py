@@ -64,7 +64,7 @@ def lm_runs(tmp: str, llama: str, bare_llama: str) -> dict[str, list[str]]:
         " --save-steps 1 --hard-label-weight 0.3 --backend torch --no-resume",
         "taid": f"lm distill --teacher {llama} --student-layers 1 --data {LM_DATA} --loss taid"
         ' --loss-options {"t_start":0.5} --temperature 2 --scale-t2 --epochs 1 --max-length 16'
-        f" --max-samples 4 --batch-size 2 --output {tmp}/taid",
+        f" --max-samples 4 --batch-size 2 --output {tmp}/taid --fused-linear --hard-label-weight 0.2",
         "live": live,
         "live-resume": f"{live} --resume {tmp}/live/checkpoint-1",
         "info": "info",

@@ -24,9 +24,8 @@ from conftest import save_tiny_llama
 from safetensors.torch import load_file
 
 from fastkd.trainer import cli
-from fastkd.trainer.distributed import run_in_forward
 from fastkd.trainer.fsdp import enable_fsdp_on_cpu
-from fastkd.trainer.fused_linear import fused_linear_loss
+from fastkd.trainer.fused_linear import fused_linear_loss, run_as_forward
 from fastkd.trainer.models import shrink_layers
 from tests.trainer import ddp_run, fsdp_run
 
@@ -82,7 +81,13 @@ def _fused_loss(student: torch.nn.Module, teacher: torch.nn.Module, ids: torch.T
         kd_backend="auto",
     )
     trainer = SimpleNamespace(
-        args=args, task="causal_lm", sinkhorn_fn=None, teacher_signal="logits", teacher=teacher, _sums={}
+        args=args,
+        task="causal_lm",
+        sinkhorn_fn=None,
+        teacher_signal="logits",
+        teacher=teacher,
+        uses_kd=True,
+        _sums={},
     )
     return fused_linear_loss(trainer, student, {"input_ids": ids, "labels": ids}, None)
 
@@ -128,4 +133,4 @@ def test_fsdp1_is_refused_where_it_cannot_work(one_process_group) -> None:
     assert accelerator.state.fsdp_plugin is None
     fsdp1 = object.__new__(FullyShardedDataParallel)  # cannot be built on CPU; the type is what counts
     with pytest.raises(ValueError, match="needs FSDP2"):
-        run_in_forward(fsdp1, lambda module: None)
+        run_as_forward(fsdp1, lambda module: None)

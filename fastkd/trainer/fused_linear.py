@@ -5,7 +5,9 @@ Each model runs its decoder without the LM head (``model.get_decoder()``), and t
 (weight and bias; tied embeddings are the same parameter). The logit transforms come from the config:
 ``final_logit_softcapping`` (Gemma-2/3), ``logit_scale`` (Cohere), 1/``logits_scaling`` (Granite).
 Under DDP the student's whole loss runs as the wrapper's forward (:func:`run_as_forward`), so that the
-gradients are all-reduced as for an ordinary forward.
+gradients are all-reduced as for an ordinary forward; under FSDP2 as a forward of the sharded root, so
+that FSDP gathers the LM-head weight first (:func:`fastkd.trainer.fsdp.as_fsdp_forward`). The teacher
+is not wrapped.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 from fastkd import losses as L
 from fastkd.boundary.options import DIVERGENCES
+from fastkd.trainer.fsdp import as_fsdp_forward, check_gathered, is_fsdp
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -31,6 +34,7 @@ def lm_head(model: torch.nn.Module) -> dict[str, Any]:
     head = model.get_output_embeddings()
     if head is None or not hasattr(head, "weight"):
         raise ValueError(f"{type(model).__name__} has no output embedding (LM head) for fused_linear")
+    check_gathered(head.weight, f"the LM-head weight of {type(model).__name__}")
     config = model.config
     scale = getattr(config, "logit_scale", None)
     if scale is None and getattr(config, "logits_scaling", None):
@@ -54,7 +58,10 @@ def run_as_forward(model: torch.nn.Module, fn: Callable[[torch.nn.Module], Any])
     """``fn(inner)`` on the causal LM inside ``model``; through a wrapper (DDP) as the wrapper's own
     forward, redirected for this call. DDP prepares its gradient all-reduce in its forward and, with
     ``find_unused_parameters`` (HF's default), marks every parameter the forward's outputs do not
-    reach as ready at its end: the decoder and the LM head must both be used inside it."""
+    reach as ready at its end: the decoder and the LM head must both be used inside it. FSDP2: as a
+    forward of the sharded root (:func:`fastkd.trainer.fsdp.as_fsdp_forward`)."""
+    if is_fsdp(model):
+        return as_fsdp_forward(model, fn)
     inner = unwrap(model)
     if inner is model:
         return fn(inner)

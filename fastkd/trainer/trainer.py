@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from fastkd.trainer.args import DistillationArguments
 from fastkd.trainer.distributed import global_token_count, valid_token_count
+from fastkd.trainer.fsdp import enable_fsdp_on_cpu, sharded_full_state_dict
 from fastkd.trainer.fused_linear import fused_linear_loss
 from fastkd.trainer.losses import build_loss, loss_entry, masked_mean
 from fastkd.trainer.preflight import check_backend, check_model_source, first_line
@@ -64,6 +65,8 @@ class DistillationTrainer(Trainer):
     student's device in its own dtype. With a ``"topk"`` loss such as ``sparse_kl`` the batches carry
     ``teacher_topk_indices`` / ``teacher_topk_logprobs`` from a teacher cache and no teacher is needed.
     The losses are normalised by ``num_items_in_batch``, so gradient accumulation matches a big batch.
+    Multi-process runs: DDP, or FSDP2 (HF's ``fsdp`` arguments, accelerate's plugin, CPU included) for
+    the student, the teacher replicated per rank (see :mod:`fastkd.trainer.fsdp`).
     """
 
     def __init__(
@@ -112,6 +115,13 @@ class DistillationTrainer(Trainer):
         self.model_accepts_loss_kwargs = True
         self._sums: dict[str, torch.Tensor] = {}
         self._steps_since_log = 0
+
+    def create_accelerator_and_postprocess(self) -> None:
+        """HF's accelerator; with FSDP asked for on a multi-process CPU run, FSDP2 there too (see
+        :func:`fastkd.trainer.fsdp.enable_fsdp_on_cpu`) instead of accelerate's silent DDP."""
+        super().create_accelerator_and_postprocess()
+        if enable_fsdp_on_cpu(self.accelerator, self.args.fsdp_plugin_args):
+            self.is_fsdp_enabled = True
 
     def _planned_steps(self) -> int:
         """Optimizer steps of the run (``max_steps`` or epochs × updates per epoch)."""
@@ -218,6 +228,14 @@ class DistillationTrainer(Trainer):
             if hasattr(self.loss_fn, "logs"):
                 logs.update(self.loss_fn.logs())
         super().log(logs, start_time)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """HF's ``save_model``; under FSDP with sharded checkpoints, the gathered full weights."""
+        state = None if _internal_call else sharded_full_state_dict(self)
+        if state is None:
+            super().save_model(output_dir, _internal_call)
+        else:
+            self._save(output_dir or self.args.output_dir, state_dict=state)
 
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
         super()._save_checkpoint(model, trial)

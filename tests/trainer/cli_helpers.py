@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from typing import Any
@@ -15,6 +16,7 @@ from conftest import GLUE_DIR, LM_DATA
 
 from fastkd.trainer.interrupt import _StopOnRequest
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QUICK = f"--data-dir {GLUE_DIR} --max-train-samples 8 --max-eval-samples 4 --epochs 1 --learning-rate 1e-3"
 QUICK += " --max-length 32"
 
@@ -70,6 +72,22 @@ def lm_runs(tmp: str, llama: str, bare_llama: str) -> dict[str, list[str]]:
     return {name: argv.split() for name, argv in runs.items()}
 
 
+def fsdp_runs(
+    tmp: str, teacher: str, tied_student: str, batch: int, fsdp: bool = False
+) -> dict[str, list[str]]:
+    """The FSDP test's two runs of 3 optimizer steps on the 4 first examples (``batch`` per process):
+    the logits path (TAID, a 1-layer student cut from the teacher) and the fused-linear path (JSD with
+    hard labels, a student with tied embeddings); with ``fsdp``, under tests/trainer/fsdp_run.py."""
+    base = f"lm distill --teacher {teacher} --data {LM_DATA} --max-samples 4 --max-length 32 --max-steps 3"
+    base += f" --batch-size {batch} --save-steps 2 --learning-rate 1e-2 --seed 0" + " --fsdp" * fsdp
+    runs = {
+        "logits": f"{base} --student-layers 1 --loss taid --output {tmp}/logits",
+        "fused": f"{base} --student {tied_student} --fused-linear --loss jsd --temperature 1.5"
+        f" --hard-label-weight 0.2 --output {tmp}/fused",
+    }
+    return {name: argv.split() for name, argv in runs.items()}
+
+
 def interrupt_at(monkeypatch: Any, step: int) -> None:
     """Send this process a real SIGINT at the end of optimizer step ``step`` of the next runs."""
     original = _StopOnRequest.on_step_end
@@ -85,6 +103,17 @@ def interrupt_at(monkeypatch: Any, step: int) -> None:
 def summary(directory: str) -> dict:
     with open(os.path.join(directory, "summary.json"), encoding="utf-8") as f:
         return json.load(f)
+
+
+def torchrun(processes: int, script: str, *args: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node N SCRIPT ARGS`` on a free localhost port, the repository on PYTHONPATH."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    command = ["torchrun", "--nproc-per-node", str(processes), "--master-port", port, script, *args]
+    path = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "TQDM_DISABLE": "1"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
 
 
 def fastkd(*args: str, module: str = "fastkd", **kw: Any) -> subprocess.CompletedProcess:

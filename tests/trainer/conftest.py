@@ -34,7 +34,9 @@ def save_tiny_bert(path: str, num_labels: int = 2, layers: int = 2, seed: int = 
     return path
 
 
-def save_tiny_llama(path: str, layers: int = 2, seed: int = 0, vocab_extra: int = 0) -> str:
+def save_tiny_llama(
+    path: str, layers: int = 2, seed: int = 0, vocab_extra: int = 0, tied: bool = False
+) -> str:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from fastkd.trainer.models import tiny_tokenizer
@@ -50,7 +52,7 @@ def save_tiny_llama(path: str, layers: int = 2, seed: int = 0, vocab_extra: int 
         num_key_value_heads=2,
         max_position_embeddings=128,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tied,
     )
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from cli_helpers import fastkd, glue_resume_runs, glue_runs, interrupt_at, lm_runs, summary
+from cli_helpers import fastkd, fsdp_runs, glue_resume_runs, glue_runs, interrupt_at, lm_runs, summary
 from conftest import LM_DATA, save_tiny_llama
 from safetensors.torch import load_file
 
@@ -37,7 +37,7 @@ def _leaves(parser: argparse.ArgumentParser, prefix: tuple = ()) -> dict[tuple, 
 
 def test_every_documented_option_is_exercised() -> None:
     runs = [*glue_runs("t", "b").values(), *glue_resume_runs("t", "b").values()]
-    runs += lm_runs("t", "l", "b").values()
+    runs += [*lm_runs("t", "l", "b").values(), *fsdp_runs("t", "l", "b", 2, fsdp=True).values()]
     leaves = _leaves(build_parser())
     # MPDistil (glue/superglue mpdistil, glue distill --pkd-*) is run end to end by test_mpdistil.py.
     leaves = {c: o for c, o in leaves.items() if c[-1] != "mpdistil"}

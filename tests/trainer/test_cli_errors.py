@@ -93,6 +93,11 @@ def test_lm_errors(tmp_path, tiny_llama, capsys: pytest.CaptureFixture) -> None:
     distill = ["lm", "distill", "--output", out]
     fails([*distill, "--student", tiny_llama, "--data", LM_DATA], "give --teacher PATH", capsys)
     fails(
+        [*distill, "--teacher", tiny_llama, "--student", tiny_llama, "--data", LM_DATA, "--fsdp"],
+        "--fsdp shards the student over the processes of a launcher: torchrun --nproc-per-node N",
+        capsys,
+    )
+    fails(
         [*distill, "--teacher", tiny_llama, "--student", tiny_llama, "--data", jsonl],
         f"{jsonl}: not UTF-8",
         capsys,

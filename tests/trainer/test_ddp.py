@@ -5,35 +5,21 @@ the teacher cache the two ranks write reads back as the one-process cache."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
 
 import pytest
 import torch
+from cli_helpers import torchrun
 
 from fastkd.trainer.lm.cache import load_cache
 from tests.trainer import ddp_run
-
-SCRIPT = ddp_run.__file__
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(SCRIPT))))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not on PATH")
 def test_two_ranks_equal_one_process_with_the_doubled_batch(tmp_path, tiny_llama) -> None:
     one, two = tmp_path / "one", tmp_path / "two"
     ddp_run.main(str(one), 2 * 2, tiny_llama)
-    port = str(_free_port())
-    command = ["torchrun", "--nproc-per-node", "2", "--master-port", port, SCRIPT, str(two), "2", tiny_llama]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
-    out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    out = torchrun(2, ddp_run.__file__, str(two), "2", tiny_llama)
     assert out.returncode == 0, out.stderr[-3000:]
     # HF's global token count, a local one fastkd all-reduces, and the global one through fused_linear
     for variant in ("global", "local", "fused"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from typing import Any
 
 from fastkd.trainer.commands.common import add_run_options, json_object, positive_int, set_handler
@@ -50,6 +51,12 @@ def _distill_parser(p: argparse.ArgumentParser) -> None:
         "--fused-linear",
         action="store_true",
         help="loss from hidden states + lm_head weights: the [tokens, vocab] logits are never formed",
+    )
+    p.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="shard the student with FSDP2 (fully_shard per decoder layer) under torchrun / accelerate; "
+        "the teacher is replicated per rank",
     )
     add_run_options(p)
 
@@ -98,6 +105,11 @@ def distill(a: argparse.Namespace) -> None:
         preflight.check_file(a.data, "--data")
     preflight.check_backend(a.backend)
     preflight.check_objective(a.temperature, a.hard_label_weight, None)
+    if a.fsdp and "LOCAL_RANK" not in os.environ:
+        raise ValueError(
+            "--fsdp shards the student over the processes of a launcher: "
+            "torchrun --nproc-per-node N -m fastkd lm distill ... --fsdp (or accelerate launch)"
+        )
     same = {f.name: getattr(a, f.name) for f in dataclasses.fields(LMJob) if hasattr(a, f.name)}
     extra = {"fused_linear": True} if a.fused_linear else {}
     distill_lm(LMJob(**same, scale_by_temperature_squared=a.scale_t2, extra_args=extra))

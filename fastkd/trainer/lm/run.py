@@ -53,6 +53,7 @@ class LMJob:
     backend: str = "auto"
     save_steps: int = 500
     resume: str = "auto"  # "auto" (latest checkpoint in output), "never" or a checkpoint folder
+    fsdp: bool = False  # FSDP2 for the student (HF's fsdp=True, fsdp_config version 2)
     extra_args: dict[str, Any] = field(default_factory=dict)
 
 
@@ -173,6 +174,7 @@ def distill_lm(job: LMJob) -> dict[str, Any]:
         scale_by_temperature_squared=job.scale_by_temperature_squared,
         hard_label_weight=job.hard_label_weight,
         kd_backend=job.backend,
+        **({"fsdp": True, "fsdp_config": {"version": 2}} if job.fsdp else {}),
         **job.extra_args,
     )
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -200,5 +202,6 @@ def distill_lm(job: LMJob) -> dict[str, Any]:
         "train_tokens_per_s": tokens / max(result.metrics.get("train_runtime", wall), 1e-9),
     }
     summary = {"teacher": job.teacher, "teacher_cache": job.teacher_cache, "data": job.data, "student": row}
+    summary["fsdp"] = bool(trainer.is_fsdp_enabled)
     print(write_summary(job.output, summary, [row]))
     return row

@@ -100,25 +100,31 @@ class GKDTrainer(TRLGKDTrainer):
         return loss, outputs
 
     def _fused_linear_loss(self, model, inputs, labels, cached, num_items_in_batch) -> torch.Tensor:
-        """Hidden states and lm_heads into fused_linear_kd; the student's backbone runs through the
-        accelerate wrapper (DDP / FSDP see the forward). No entropy: TRL's GKD logs none."""
-        student = self.accelerator.unwrap_model(model)
-        hidden = self._forward_redirection(model, student, last_hidden_state, student, inputs)[:, :-1]
-        student_side = (hidden, student.get_output_embeddings(), head_transform(student.config))
-        heads, teacher_side = [student_side[1]], cached
+        """Hidden states and lm_heads into fused_linear_kd. The student's whole side (backbone, lm_head,
+        loss) runs as the accelerate wrapper's forward: DDP (with HF's find_unused_parameters) marks
+        every parameter its forward does not reach as ready, so an lm_head used after it would be
+        marked twice. No entropy: TRL's GKD logs none."""
+        teacher_side, heads = cached, []
         if cached is None:
             teacher = self.accelerator.unwrap_model(self.teacher_model)
             teacher_hidden = self._teacher(lambda m, x: last_hidden_state(teacher, x), inputs)[:, :-1]
             teacher_side = (teacher_hidden, teacher.get_output_embeddings(), head_transform(teacher.config))
             heads.append(teacher_side[1])
-        with gathered_heads(*heads):
-            loss, _, _ = hidden_state_loss(
-                self.fastkd_loss,
-                student_side,
-                teacher_side,
-                labels,
-                labels != -100,
-                num_items_in_batch,
-                False,
-            )
-        return loss
+
+        def student_loss(student: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+            hidden = last_hidden_state(student, inputs)[:, :-1]
+            student_side = (hidden, student.get_output_embeddings(), head_transform(student.config))
+            with gathered_heads(student_side[1], *heads):
+                loss, _, _ = hidden_state_loss(
+                    self.fastkd_loss,
+                    student_side,
+                    teacher_side,
+                    labels,
+                    labels != -100,
+                    num_items_in_batch,
+                    False,
+                )
+            return loss
+
+        student = self.accelerator.unwrap_model(model)
+        return self._forward_redirection(model, student, student_loss, student, inputs)

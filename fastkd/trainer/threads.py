@@ -57,11 +57,16 @@ def configure_threads() -> int:
 
     Sets ``OMP_NUM_THREADS`` and ``OMP_WAIT_POLICY=PASSIVE`` (unless set) before torch starts OpenMP,
     ``TOKENIZERS_PARALLELISM=false`` (unless set), and torch's intra-op threads when torch is already
-    imported."""
-    os.environ.setdefault("OMP_NUM_THREADS", str(available_cpus()))
+    imported. An empty ``OMP_NUM_THREADS`` counts as unset; anything but a positive integer is a
+    ValueError that names it."""
+    if not os.environ.get("OMP_NUM_THREADS", "").strip():
+        os.environ["OMP_NUM_THREADS"] = str(available_cpus())
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    threads = int(os.environ["OMP_NUM_THREADS"])
+    value = os.environ["OMP_NUM_THREADS"]
+    threads = int(value) if value.strip().isdigit() else 0
+    if threads < 1:
+        raise ValueError(f"OMP_NUM_THREADS={value!r} is not a positive integer: unset it or set e.g. 4")
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
     return threads

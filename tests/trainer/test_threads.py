@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from fastkd.trainer import threads
 
 
@@ -57,6 +59,14 @@ def test_configure_sets_defaults_before_torch_and_keeps_the_users() -> None:
         "ACTIVE",
         "true",
     ]
+
+
+def test_empty_thread_count_is_unset_and_a_bad_one_is_named(monkeypatch) -> None:
+    assert _configured({"OMP_NUM_THREADS": ""})[0] == str(threads.available_cpus())
+    for bad in ("two", "0", "-3"):
+        monkeypatch.setenv("OMP_NUM_THREADS", bad)
+        with pytest.raises(ValueError, match=f"OMP_NUM_THREADS='{bad}' is not a positive integer"):
+            threads.configure_threads()
 
 
 def test_info_uses_backend_report_when_there_is_one(monkeypatch) -> None:

@@ -165,7 +165,7 @@ def test_reinforce_update_by_hand() -> None:
         d = (p - np.eye(2)[a]) * G / 3  # ∂(−G log p_a)/∂logits = G (p − e_a)
         gw += np.outer(d, s)
         gc += d
-    assert float(loss) == pytest.approx(value, rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(value, rel=1e-5)
     np.testing.assert_allclose(policy.actions.weight.grad.double().numpy(), gw, rtol=1e-5, atol=1e-8)
     np.testing.assert_allclose(policy.actions.bias.grad.double().numpy(), gc, rtol=1e-5, atol=1e-8)
     lr = 0.1

@@ -1,22 +1,7 @@
 """Drop-in loss namespace: ``import fastkd.losses as L`` gives every function and module."""
 
-from fastkd.functional import (
-    akl,
-    forward_kl,
-    fused_linear_kd,
-    jsd,
-    kd_loss,
-    ranking_loss,
-    reverse_kl,
-    rlkd,
-    skew_kl,
-    skew_reverse_kl,
-    soft_cross_entropy,
-    sparse_kl,
-    taid,
-    teacher_topk,
-    tvd,
-)
+from fastkd import functional as _functional
+from fastkd.functional import *  # noqa: F403  (every public function, listed in functional.__all__)
 from fastkd.losses.divergence import (
     AKLLoss,
     ForwardKLLoss,
@@ -49,21 +34,7 @@ __all__ = [
     "TAIDLoss",
     "TAIDSchedule",
     "TVDLoss",
-    "akl",
-    "forward_kl",
-    "fused_linear_kd",
-    "jsd",
-    "kd_loss",
-    "ranking_loss",
-    "reverse_kl",
-    "rlkd",
-    "skew_kl",
-    "skew_reverse_kl",
-    "soft_cross_entropy",
-    "sparse_kl",
-    "taid",
-    "teacher_topk",
-    "tvd",
+    *_functional.__all__,
 ]
 from fastkd.functional import sinkd_objective, sinkhorn_loss
 from fastkd.losses.sinkhorn import SinKDObjectiveLoss, SinkhornLoss

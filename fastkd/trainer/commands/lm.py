@@ -105,6 +105,7 @@ def distill(a: argparse.Namespace) -> None:
         preflight.check_file(a.data, "--data")
     preflight.check_backend(a.backend)
     preflight.check_objective(a.temperature, a.hard_label_weight, None)
+    preflight.check_precision(a.precision)
     if a.fsdp and "LOCAL_RANK" not in os.environ:
         raise ValueError(
             "--fsdp shards the student over the processes of a launcher: "

@@ -15,7 +15,7 @@ from fastkd.trainer.lm.cache import cache_tokenizer_path, load_cache
 from fastkd.trainer.lm.data import LMCollator, encode_all, read_jsonl
 from fastkd.trainer.losses import loss_entry
 from fastkd.trainer.models import shrink_layers
-from fastkd.trainer.preflight import first_line
+from fastkd.trainer.preflight import first_line, precision_arguments
 from fastkd.trainer.summary import write_summary
 from fastkd.trainer.trainer import DistillationTrainer, check_compatible, load_teacher
 from fastkd.trainer.vocab import (
@@ -54,6 +54,7 @@ class LMJob:
     save_steps: int = 500
     resume: str = "auto"  # "auto" (latest checkpoint in output), "never" or a checkpoint folder
     fsdp: bool = False  # FSDP2 for the student (HF's fsdp=True, fsdp_config version 2)
+    precision: str = "fp32"  # "bf16" / "fp16": autocast mixed precision, fp32 master weights
     extra_args: dict[str, Any] = field(default_factory=dict)
 
 
@@ -175,6 +176,7 @@ def distill_lm(job: LMJob) -> dict[str, Any]:
         hard_label_weight=job.hard_label_weight,
         kd_backend=job.backend,
         **({"fsdp": True, "fsdp_config": {"version": 2}} if job.fsdp else {}),
+        **precision_arguments(job.precision),
         **job.extra_args,
     )
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -203,5 +205,6 @@ def distill_lm(job: LMJob) -> dict[str, Any]:
     }
     summary = {"teacher": job.teacher, "teacher_cache": job.teacher_cache, "data": job.data, "student": row}
     summary["fsdp"] = bool(trainer.is_fsdp_enabled)
+    summary["precision"] = job.precision
     print(write_summary(job.output, summary, [row]))
     return row

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from fastkd.trainer.args import DistillationArguments
 from fastkd.trainer.distributed import global_token_count, valid_token_count
-from fastkd.trainer.fsdp import enable_fsdp_on_cpu, sharded_full_state_dict
+from fastkd.trainer.fsdp import enable_fsdp_on_cpu, set_precision_policy, sharded_full_state_dict
 from fastkd.trainer.fused_linear import fused_linear_loss
 from fastkd.trainer.losses import build_loss, loss_entry, masked_mean
 from fastkd.trainer.preflight import check_backend, check_model_source, first_line
@@ -125,6 +125,7 @@ class DistillationTrainer(Trainer):
         super().create_accelerator_and_postprocess()
         if enable_fsdp_on_cpu(self.accelerator, self.args.fsdp_plugin_args):
             self.is_fsdp_enabled = True
+        set_precision_policy(self.accelerator)
 
     def compute_loss_context_manager(self) -> contextlib.ExitStack:
         """HF's context plus the run's autocast (``bf16`` / ``fp16``; nothing in fp32). Accelerate

@@ -12,6 +12,8 @@ saved; the preflight errors."""
 from __future__ import annotations
 
 import copy
+import socket
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -22,6 +24,7 @@ from test_fused_linear_trainer import _args, _batch, _model
 
 from fastkd.trainer import preflight
 from fastkd.trainer.cli import main
+from fastkd.trainer.fsdp import set_precision_policy
 from fastkd.trainer.trainer import DistillationTrainer
 
 U_BF16 = 2.0**-8
@@ -106,3 +109,72 @@ def test_precision_errors(tmp_path, tiny_llama, monkeypatch, capsys: pytest.Capt
     preflight.check_precision("fp16", "cuda")
     with pytest.raises(ValueError, match="got 'half'"):
         preflight.precision_arguments("half")
+
+
+def _accelerator(precision: str, policy: object = "accelerate") -> SimpleNamespace:
+    """An accelerator's state with an FSDP2 plugin: the policy accelerate sets for ``precision``
+    ("accelerate"), none, or the given one."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2)
+    if policy == "accelerate":
+        plugin.set_mixed_precision(precision)
+    else:
+        plugin.mixed_precision_policy = policy
+    return SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin, mixed_precision=precision))
+
+
+def test_fsdp2_policy_gathers_in_the_autocast_dtype_and_reduces_in_fp32() -> None:
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    for precision, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        for given in ("accelerate", None):
+            policy = set_precision_policy(_accelerator(precision, given))
+            assert policy == MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+    own = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.bfloat16)
+    assert set_precision_policy(_accelerator("bf16", own)) is own  # the user's choice is kept
+    assert set_precision_policy(_accelerator("no", None)) is None
+    assert set_precision_policy(SimpleNamespace(state=SimpleNamespace(mixed_precision="bf16"))) is None
+
+
+@pytest.mark.slow
+def test_fsdp2_bf16_run_forwards_in_bf16_and_reduces_in_fp32(tmp_path, tiny_llama, monkeypatch) -> None:
+    """``lm distill --fsdp --precision bf16 --fused-linear`` in a gloo group of one process (as
+    ``torchrun --nproc-per-node 1``): the student's weights reach its Linear layers and the fused
+    loss in bf16, FSDP reduce-scatters the gradients in fp32, and the saved student is fp32."""
+    import torch.distributed as dist
+    import torch.distributed.fsdp._fully_shard._fsdp_param_group as group
+    from accelerate.state import AcceleratorState
+    from safetensors.torch import load_file
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    env = dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_PORT=port)
+    for key, value in {**env, "MASTER_ADDR": "127.0.0.1"}.items():
+        monkeypatch.setenv(key, value)
+    seen: set = set()
+    linear, reduce = torch.nn.functional.linear, group.foreach_reduce
+
+    def recording_linear(x, weight, bias=None):
+        if weight.requires_grad:  # the student's (the teacher is frozen)
+            seen.add(("forward", weight.dtype))
+        return linear(x, weight, bias)
+
+    def recording_reduce(params, grads, *args, **kw):
+        seen.add(("reduce", args[4]))  # foreach_reduce(params, grads, group, stream, comm, orig, reduce)
+        return reduce(params, grads, *args, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "linear", recording_linear)
+    monkeypatch.setattr(group, "foreach_reduce", recording_reduce)
+    argv = precision_runs(str(tmp_path), tiny_llama)["bf16-fused"] + ["--fsdp"]
+    try:
+        assert main(argv) == 0
+    finally:
+        AcceleratorState._reset_state(True)
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    assert seen == {("forward", torch.bfloat16), ("reduce", torch.float32)}
+    assert summary(str(tmp_path / "bf16-fused"))["fsdp"] is True
+    weights = load_file(str(tmp_path / "bf16-fused" / "model.safetensors"))
+    assert {w.dtype for w in weights.values()} == {torch.float32}

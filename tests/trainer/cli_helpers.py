@@ -125,12 +125,16 @@ def fastkd(*args: str, module: str = "fastkd", **kw: Any) -> subprocess.Complete
 
 
 def precision_runs(tmp: str, llama: str) -> dict[str, list[str]]:
-    """One optimizer step of ``lm distill`` in fp32, bf16, and bf16 with the fused-linear path."""
+    """One optimizer step of ``lm distill`` in fp32, bf16, bf16 with the fused-linear path, and with a
+    bf16 teacher (under bf16 autocast on the logits path; in an fp32 run on the fused path)."""
     base = f"lm distill --teacher {llama} --student-layers 1 --data {LM_DATA} --max-samples 4"
     base += " --max-length 24 --max-steps 1 --batch-size 4 --learning-rate 1e-3"
     runs = {
         "fp32": f"{base} --output {tmp}/fp32 --precision fp32",
         "bf16": f"{base} --output {tmp}/bf16 --precision bf16",
         "bf16-fused": f"{base} --output {tmp}/bf16-fused --precision bf16 --fused-linear",
+        "bf16-teacher": f"{base} --output {tmp}/bf16-teacher --precision bf16 --teacher-dtype bf16",
+        "fp32-bf16-teacher-fused": f"{base} --output {tmp}/fp32-bf16-teacher-fused --precision fp32"
+        " --teacher-dtype bf16 --fused-linear",
     }
     return {name: argv.split() for name, argv in runs.items()}

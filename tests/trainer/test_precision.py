@@ -76,20 +76,35 @@ def test_bf16_step_is_close_to_fp32_and_fused_agrees(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_lm_distill_bf16_runs(tmp_path, tiny_llama, capsys: pytest.CaptureFixture) -> None:
+def test_lm_distill_bf16_runs(tmp_path, tiny_llama, monkeypatch, capsys: pytest.CaptureFixture) -> None:
+    """The runs of ``precision_runs``: train losses within 4u of the fp32 run's, fp32 weights saved,
+    the precision and the teacher's dtype in the summary and in the teacher's weights."""
     from safetensors.torch import load_file
 
+    from fastkd.trainer.lm import run
+
+    loaded = []
+    load = run.load_teacher
+    monkeypatch.setattr(run, "load_teacher", lambda *a, **k: loaded.append(load(*a, **k)) or loaded[-1])
     runs = precision_runs(str(tmp_path), tiny_llama)
     losses = {}
     for name, argv in runs.items():
+        loaded.clear()
         assert main(argv) == 0, capsys.readouterr().err[-3000:]
         result = summary(str(tmp_path / name))
         assert result["precision"] == argv[argv.index("--precision") + 1]
+        teacher_dtype = argv[argv.index("--teacher-dtype") + 1] if "--teacher-dtype" in argv else "fp32"
+        assert result["teacher_dtype"] == teacher_dtype
+        want = torch.bfloat16 if teacher_dtype == "bf16" else torch.float32
+        assert {p.dtype for p in loaded[0].parameters()} == {want}, name  # the teacher
+        # --student-layers cuts the student from a second, fp32 load when the teacher is rounded
+        assert len(loaded) == 1 + (teacher_dtype != "fp32"), name
+        assert all({p.dtype for p in m.parameters()} == {torch.float32} for m in loaded[1:]), name
         losses[name] = result["student"]["metrics"]["train_loss"]
         weights = load_file(str(tmp_path / name / "model.safetensors"))
         assert {w.dtype for w in weights.values()} == {torch.float32}, name
     assert all(torch.isfinite(torch.tensor(v)) for v in losses.values()), losses
-    for name in ("bf16", "bf16-fused"):
+    for name in ("bf16", "bf16-fused", "bf16-teacher", "fp32-bf16-teacher-fused"):
         assert losses[name] == pytest.approx(losses["fp32"], rel=4 * U_BF16), losses
 
 

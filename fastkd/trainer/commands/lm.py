@@ -10,6 +10,8 @@ from typing import Any
 
 from fastkd.trainer.commands.common import add_run_options, json_object, positive_int, set_handler
 
+TEACHER_DTYPES = ("fp32", "bf16", "fp16")
+
 
 def _distill_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -17,6 +19,13 @@ def _distill_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--teacher", help="teacher model folder or HF hub name (live teacher)")
     p.add_argument("--teacher-cache", help="directory written by `fastkd lm cache-teacher` (no live teacher)")
+    p.add_argument(
+        "--teacher-dtype",
+        choices=TEACHER_DTYPES,
+        default="fp32",
+        help="load the live teacher's weights in this dtype (default fp32; bf16 halves its memory, it is "
+        "frozen so it needs no fp32 copy); the student stays fp32",
+    )
     p.add_argument("--student", help="student model folder or HF hub name")
     p.add_argument(
         "--student-layers", type=positive_int, help="student = K evenly spaced layers of --teacher"

@@ -105,12 +105,16 @@ def summary(directory: str) -> dict:
         return json.load(f)
 
 
-def torchrun(processes: int, script: str, *args: str) -> subprocess.CompletedProcess:
-    """``torchrun --nproc-per-node N SCRIPT ARGS`` on a free localhost port, the repository on PYTHONPATH."""
+def free_port() -> str:
+    """A localhost TCP port that is free now (for a process group's master)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
-    command = ["torchrun", "--nproc-per-node", str(processes), "--master-port", port, script, *args]
+        return str(s.getsockname()[1])
+
+
+def torchrun(processes: int, script: str, *args: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node N SCRIPT ARGS`` on a free localhost port, the repository on PYTHONPATH."""
+    command = ["torchrun", "--nproc-per-node", str(processes), "--master-port", free_port(), script, *args]
     path = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path, "TQDM_DISABLE": "1"}
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)

@@ -12,12 +12,12 @@ saved; the preflight errors."""
 from __future__ import annotations
 
 import copy
-import socket
+import os
 from types import SimpleNamespace
 
 import pytest
 import torch
-from cli_helpers import precision_runs, summary
+from cli_helpers import free_port, precision_runs, summary
 from conftest import LM_DATA
 from test_cli_errors import fails
 from test_fused_linear_trainer import _args, _batch, _model
@@ -162,12 +162,9 @@ def test_fsdp2_bf16_run_forwards_in_bf16_and_reduces_in_fp32(tmp_path, tiny_llam
     from accelerate.state import AcceleratorState
     from safetensors.torch import load_file
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
-    env = dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_PORT=port)
-    for key, value in {**env, "MASTER_ADDR": "127.0.0.1"}.items():
-        monkeypatch.setenv(key, value)
+    env = dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_PORT=free_port())
+    before = dict(os.environ)  # HF's fsdp=True also sets ACCELERATE_USE_FSDP etc.: all are restored
+    os.environ.update(env, MASTER_ADDR="127.0.0.1")
     seen: set = set()
     linear, reduce = torch.nn.functional.linear, group.foreach_reduce
 
@@ -189,6 +186,8 @@ def test_fsdp2_bf16_run_forwards_in_bf16_and_reduces_in_fp32(tmp_path, tiny_llam
         AcceleratorState._reset_state(True)
         if dist.is_initialized():
             dist.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(before)
     assert seen == {("forward", torch.bfloat16), ("reduce", torch.float32)}
     assert summary(str(tmp_path / "bf16-fused"))["fsdp"] is True
     weights = load_file(str(tmp_path / "bf16-fused" / "model.safetensors"))

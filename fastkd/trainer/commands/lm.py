@@ -8,9 +8,13 @@ import json
 import os
 from typing import Any
 
-from fastkd.trainer.commands.common import add_run_options, json_object, positive_int, set_handler
-
-TEACHER_DTYPES = ("fp32", "bf16", "fp16")
+from fastkd.trainer.commands.common import (
+    PRECISIONS,
+    add_run_options,
+    json_object,
+    positive_int,
+    set_handler,
+)
 
 
 def _distill_parser(p: argparse.ArgumentParser) -> None:
@@ -21,7 +25,7 @@ def _distill_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-cache", help="directory written by `fastkd lm cache-teacher` (no live teacher)")
     p.add_argument(
         "--teacher-dtype",
-        choices=TEACHER_DTYPES,
+        choices=PRECISIONS,
         default="fp32",
         help="load the live teacher's weights in this dtype (default fp32; bf16 halves its memory, it is "
         "frozen so it needs no fp32 copy); the student stays fp32",

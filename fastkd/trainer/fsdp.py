@@ -20,6 +20,12 @@ What FSDP2 needs from fastkd:
   all-gathers the root's parameters before it, registers the reduce-scatter of their gradients, and
   the loss sees the full head weight (tied embeddings are the same gathered parameter).
   :func:`check_gathered` refuses a head FSDP did not gather.
+- :func:`set_precision_policy`: with ``bf16`` / ``fp16`` (``--precision``), FSDP2 gathers the
+  parameters in that dtype for the forward and backward (``param_dtype``) and reduce-scatters the
+  gradients in fp32 (``reduce_dtype``) into the fp32 sharded master weights, which the optimizer
+  updates. Accelerate's own default would reduce in the low dtype as well (and it sets no policy at
+  all on the CPU path above); a policy given in an accelerate config is kept. The whole loss (student,
+  teacher, fused-linear loss) runs under the autocast of the same dtype as well.
 - :func:`sharded_full_state_dict`: with sharded checkpoints HF's final ``save_model`` saves no weights;
   the trainer gathers the full state dict and saves it (``from_pretrained`` reads the output folder).
 """
@@ -63,6 +69,23 @@ def enable_fsdp_on_cpu(accelerator: Any, plugin_args: dict[str, Any] | None) -> 
     state.distributed_type = DistributedType.FSDP
     PartialState._shared_state["distributed_type"] = DistributedType.FSDP
     return True
+
+
+def set_precision_policy(accelerator: Any) -> Any:
+    """FSDP2's mixed-precision policy for the run's ``bf16`` / ``fp16``: ``param_dtype`` that dtype,
+    ``reduce_dtype`` fp32, outputs as computed. Replaces accelerate's default (everything in the low
+    dtype) or a missing policy; keeps one the user chose. Returns the policy (None: no FSDP2 or fp32)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    plugin = getattr(accelerator.state, "fsdp_plugin", None)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(accelerator.state.mixed_precision))
+    if plugin is None or plugin.fsdp_version != 2 or dtype is None:
+        return None
+    policy = plugin.mixed_precision_policy
+    accelerate_default = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=dtype, output_dtype=dtype)
+    if policy is None or policy == accelerate_default:
+        plugin.mixed_precision_policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+    return plugin.mixed_precision_policy
 
 
 def sharded_full_state_dict(trainer: Any) -> dict[str, torch.Tensor] | None:

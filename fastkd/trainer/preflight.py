@@ -150,3 +150,31 @@ def check_objective(
         raise ValueError(f"--hard-label-weight must be in [0, 1], got {hard_label_weight}")
     if sinkhorn_weight is not None and not sinkhorn_weight >= 0:
         raise ValueError(f"--sinkhorn-weight must be >= 0, got {sinkhorn_weight}")
+
+
+def precision_arguments(precision: str) -> dict[str, bool]:
+    """The ``TrainingArguments`` of ``--precision``: autocast mixed precision with fp32 master weights
+    (``bf16=True`` / ``fp16=True``; nothing for fp32)."""
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"--precision must be fp32, bf16 or fp16, got {precision!r}")
+    return {} if precision == "fp32" else {precision: True}
+
+
+def check_precision(precision: str, device: str | None = None) -> None:
+    """``precision`` can run on ``device`` (default: the one training uses, CUDA when available).
+
+    fp16 needs a GPU: accelerate runs fp16 autocast (with its gradient scaler) on accelerators only and
+    on CPU silently trains in fp32. bf16 needs a GPU with bf16 support (compute capability 8.0+ for
+    CUDA), or the CPU (torch's CPU autocast runs bf16)."""
+    import torch
+
+    precision_arguments(precision)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if precision == "fp16" and device == "cpu":
+        raise ValueError(
+            "--precision fp16 needs a GPU (on CPU accelerate would silently train in fp32); "
+            "use --precision bf16 on CPU"
+        )
+    if precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
+        name = torch.cuda.get_device_name()
+        raise ValueError(f"--precision bf16: the GPU {name!r} has no bf16 support; use --precision fp16")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import os
@@ -13,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from fastkd.trainer.args import DistillationArguments
 from fastkd.trainer.distributed import global_token_count, valid_token_count
-from fastkd.trainer.fsdp import enable_fsdp_on_cpu, sharded_full_state_dict
+from fastkd.trainer.fsdp import enable_fsdp_on_cpu, set_precision_policy, sharded_full_state_dict
 from fastkd.trainer.fused_linear import fused_linear_loss
 from fastkd.trainer.losses import build_loss, loss_entry, masked_mean
 from fastkd.trainer.preflight import check_backend, check_model_source, first_line
@@ -62,8 +63,10 @@ class DistillationTrainer(Trainer):
     ``task`` is ``"classification"``, ``"regression"`` (one logit, MSE hard loss) or ``"causal_lm"``
     (logits shifted by one; positions whose label is -100, e.g. prompts, are masked out). The teacher
     (``teacher_model`` or ``args.teacher_name_or_path``) runs in eval mode under no_grad on the
-    student's device in its own dtype. With a ``"topk"`` loss such as ``sparse_kl`` the batches carry
-    ``teacher_topk_indices`` / ``teacher_topk_logprobs`` from a teacher cache and no teacher is needed.
+    student's device in its own dtype, under the run's autocast (``bf16`` / ``fp16`` arguments) like
+    the student and the loss (:meth:`compute_loss_context_manager`). With a ``"topk"`` loss such as
+    ``sparse_kl`` the batches carry ``teacher_topk_indices`` / ``teacher_topk_logprobs`` from a teacher
+    cache and no teacher is needed.
     The losses are normalised by ``num_items_in_batch``, so gradient accumulation matches a big batch.
     Multi-process runs: DDP, or FSDP2 (HF's ``fsdp`` arguments, accelerate's plugin, CPU included) for
     the student, the teacher replicated per rank (see :mod:`fastkd.trainer.fsdp`).
@@ -122,6 +125,16 @@ class DistillationTrainer(Trainer):
         super().create_accelerator_and_postprocess()
         if enable_fsdp_on_cpu(self.accelerator, self.args.fsdp_plugin_args):
             self.is_fsdp_enabled = True
+        set_precision_policy(self.accelerator)
+
+    def compute_loss_context_manager(self) -> contextlib.ExitStack:
+        """HF's context plus the run's autocast (``bf16`` / ``fp16``; nothing in fp32). Accelerate
+        autocasts only the prepared student's ``forward``; this puts the teacher's forward, the loss and
+        the fused-linear path (the decoder and the LM-head GEMMs, outside ``forward``) under the same
+        autocast, so they all run in its dtype."""
+        stack = super().compute_loss_context_manager()
+        stack.enter_context(self.accelerator.autocast())
+        return stack
 
     def _planned_steps(self) -> int:
         """Optimizer steps of the run (``max_steps`` or epochs × updates per epoch)."""

@@ -26,12 +26,12 @@ def glue_runs(tmp: str, bert: str) -> dict[str, list[str]]:
     distill = f"glue distill --task sst2 --teacher {teacher} {quick}"
     runs = {
         "teacher": f"glue finetune-teacher --task sst2 --model {bert} --output {teacher} {quick} --seed 1"
-        " --eval-steps 1 --no-resume",
+        " --eval-steps 1 --no-resume --precision fp32",
         "kd": f"{distill} --student-layers 1 --student-from {bert} --output {tmp}/kd --loss jsd"
         ' --loss-options {"beta":0.3} --temperature 2 --scale-t2 --mix-hard-labels --sinkhorn-weight 0.1'
         " --backend torch",
         "path": f"{distill} --student {bert} --output {tmp}/path --hard-label-weight 0.5 --sinkhorn"
-        " --backend auto --seed 2 --eval-steps 2 --no-resume",
+        " --backend auto --seed 2 --eval-steps 2 --no-resume --precision bf16",
         "demo": f"glue demo --tiny --output {tmp}/demo --max-samples 16 --epochs 1 --seed 3 --no-resume",
     }
     return {name: argv.split() for name, argv in runs.items()}
@@ -105,12 +105,16 @@ def summary(directory: str) -> dict:
         return json.load(f)
 
 
-def torchrun(processes: int, script: str, *args: str) -> subprocess.CompletedProcess:
-    """``torchrun --nproc-per-node N SCRIPT ARGS`` on a free localhost port, the repository on PYTHONPATH."""
+def free_port() -> str:
+    """A localhost TCP port that is free now (for a process group's master)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
-    command = ["torchrun", "--nproc-per-node", str(processes), "--master-port", port, script, *args]
+        return str(s.getsockname()[1])
+
+
+def torchrun(processes: int, script: str, *args: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node N SCRIPT ARGS`` on a free localhost port, the repository on PYTHONPATH."""
+    command = ["torchrun", "--nproc-per-node", str(processes), "--master-port", free_port(), script, *args]
     path = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path, "TQDM_DISABLE": "1"}
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
@@ -122,3 +126,19 @@ def fastkd(*args: str, module: str = "fastkd", **kw: Any) -> subprocess.Complete
     return subprocess.run(
         [sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=600, **kw
     )
+
+
+def precision_runs(tmp: str, llama: str) -> dict[str, list[str]]:
+    """One optimizer step of ``lm distill`` in fp32, bf16, bf16 with the fused-linear path, and with a
+    bf16 teacher (under bf16 autocast on the logits path; in an fp32 run on the fused path)."""
+    base = f"lm distill --teacher {llama} --student-layers 1 --data {LM_DATA} --max-samples 4"
+    base += " --max-length 24 --max-steps 1 --batch-size 4 --learning-rate 1e-3"
+    runs = {
+        "fp32": f"{base} --output {tmp}/fp32 --precision fp32",
+        "bf16": f"{base} --output {tmp}/bf16 --precision bf16",
+        "bf16-fused": f"{base} --output {tmp}/bf16-fused --precision bf16 --fused-linear",
+        "bf16-teacher": f"{base} --output {tmp}/bf16-teacher --precision bf16 --teacher-dtype bf16",
+        "fp32-bf16-teacher-fused": f"{base} --output {tmp}/fp32-bf16-teacher-fused --precision fp32"
+        " --teacher-dtype bf16 --fused-linear",
+    }
+    return {name: argv.split() for name, argv in runs.items()}

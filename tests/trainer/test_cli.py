@@ -10,7 +10,16 @@ import time
 
 import pytest
 import torch
-from cli_helpers import fastkd, fsdp_runs, glue_resume_runs, glue_runs, interrupt_at, lm_runs, summary
+from cli_helpers import (
+    fastkd,
+    fsdp_runs,
+    glue_resume_runs,
+    glue_runs,
+    interrupt_at,
+    lm_runs,
+    precision_runs,
+    summary,
+)
 from conftest import LM_DATA, save_tiny_llama
 from safetensors.torch import load_file
 
@@ -38,6 +47,7 @@ def _leaves(parser: argparse.ArgumentParser, prefix: tuple = ()) -> dict[tuple, 
 def test_every_documented_option_is_exercised() -> None:
     runs = [*glue_runs("t", "b").values(), *glue_resume_runs("t", "b").values()]
     runs += [*lm_runs("t", "l", "b").values(), *fsdp_runs("t", "l", "b", 2, fsdp=True).values()]
+    runs += precision_runs("t", "l").values()
     leaves = _leaves(build_parser())
     # MPDistil (glue/superglue mpdistil, glue distill --pkd-*) is run end to end by test_mpdistil.py.
     leaves = {c: o for c, o in leaves.items() if c[-1] != "mpdistil"}
@@ -64,6 +74,7 @@ def test_glue_runs(tmp_path, tiny_bert, capsys: pytest.CaptureFixture) -> None:
     assert row["loss"] == "jsd" and "| student |" in out and row["train_tokens_per_s"] > 0
     run(runs["path"], capsys)
     assert os.path.isfile(tmp_path / "path" / "model.safetensors")
+    assert summary(str(tmp_path / "path"))["precision"] == "bf16"
     out = run(runs["demo"], capsys)
     for line in ("| teacher |", "| student without KD (CE only) |", "| distilled student |"):
         assert line in out

@@ -29,8 +29,11 @@ def positive_int(text: str) -> int:
     return value
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
 def add_run_options(p: argparse.ArgumentParser, backend: bool = True) -> None:
-    """--resume / --no-resume (and --backend) of every training command."""
+    """--resume / --no-resume, --precision (and --backend) of every training command."""
     group = p.add_mutually_exclusive_group()
     group.add_argument(
         "--resume",
@@ -47,6 +50,13 @@ def add_run_options(p: argparse.ArgumentParser, backend: bool = True) -> None:
         help="start over, deleting the checkpoints left in --output",
     )
     p.set_defaults(explicit_resume=True)  # the Ctrl-C message may suggest --resume CHECKPOINT
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32 (default), or bf16 / fp16 autocast mixed precision (fp32 weights, optimizer state and "
+        "checkpoints; the teacher's forward and the loss run under the same autocast; fp16 needs a GPU)",
+    )
     if backend:
         p.add_argument(
             "--backend",

@@ -90,6 +90,7 @@ def _preflight(a: argparse.Namespace, models: dict[str, str | None]) -> None:
             preflight.check_model_source(name, flag, "teacher" if flag == "--teacher" else "model")
     if getattr(a, "backend", None) is not None:
         preflight.check_backend(a.backend)
+    preflight.check_precision(a.precision)
 
 
 def _job(a: argparse.Namespace, **overrides: Any) -> Any:
@@ -109,6 +110,7 @@ def _job(a: argparse.Namespace, **overrides: Any) -> Any:
         a.eval_steps,
         overrides,
         resume=a.resume,
+        precision=a.precision,
     )
 
 

@@ -8,7 +8,13 @@ import json
 import os
 from typing import Any
 
-from fastkd.trainer.commands.common import add_run_options, json_object, positive_int, set_handler
+from fastkd.trainer.commands.common import (
+    PRECISIONS,
+    add_run_options,
+    json_object,
+    positive_int,
+    set_handler,
+)
 
 
 def _distill_parser(p: argparse.ArgumentParser) -> None:
@@ -17,6 +23,13 @@ def _distill_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--teacher", help="teacher model folder or HF hub name (live teacher)")
     p.add_argument("--teacher-cache", help="directory written by `fastkd lm cache-teacher` (no live teacher)")
+    p.add_argument(
+        "--teacher-dtype",
+        choices=PRECISIONS,
+        default="fp32",
+        help="load the live teacher's weights in this dtype (default fp32; bf16 halves its memory, it is "
+        "frozen so it needs no fp32 copy); the student stays fp32",
+    )
     p.add_argument("--student", help="student model folder or HF hub name")
     p.add_argument(
         "--student-layers", type=positive_int, help="student = K evenly spaced layers of --teacher"
@@ -105,6 +118,7 @@ def distill(a: argparse.Namespace) -> None:
         preflight.check_file(a.data, "--data")
     preflight.check_backend(a.backend)
     preflight.check_objective(a.temperature, a.hard_label_weight, None)
+    preflight.check_precision(a.precision)
     if a.fsdp and "LOCAL_RANK" not in os.environ:
         raise ValueError(
             "--fsdp shards the student over the processes of a launcher: "

@@ -22,7 +22,7 @@ from fastkd.trainer.glue.presets import PRESETS, TEACHER_PRESET, Preset
 from fastkd.trainer.interrupt import interruptible_train, remove_checkpoints, resume_point
 from fastkd.trainer.losses import loss_entry
 from fastkd.trainer.models import shrink_layers
-from fastkd.trainer.preflight import first_line
+from fastkd.trainer.preflight import first_line, precision_arguments
 from fastkd.trainer.summary import count_tokens, write_summary
 from fastkd.trainer.trainer import DistillationTrainer, check_compatible, load_teacher
 from fastkd.trainer.vocab import check_student_tokenizer, load_tokenizer
@@ -43,6 +43,7 @@ class GlueJob:
     overrides: dict[str, Any] = field(default_factory=dict)
     resume: str = "auto"  # "auto" (latest checkpoint in output), "never" or a checkpoint folder
     quiet: bool = False  # no progress bars and no per-step log lines (the demo)
+    precision: str = "fp32"  # "bf16" / "fp16": autocast mixed precision, fp32 master weights
     extra_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -72,6 +73,7 @@ def _training_kwargs(job: GlueJob, task: GlueTask, preset: Preset) -> dict[str, 
         data_seed=job.seed,
         report_to=[],
         use_cpu=not _cuda(),
+        **precision_arguments(job.precision),
         **job.extra_args,
     )
 
@@ -153,7 +155,7 @@ def finetune_teacher(job: GlueJob, model: str) -> dict[str, Any]:
         job, trainer, evals, train, "teacher", model, "cross_entropy" if task.num_labels > 1 else "mse"
     )
     _save(trainer, tokenizer, job.output)
-    write_summary(job.output, {"task": task.name, "teacher": row}, [row])
+    write_summary(job.output, {"task": task.name, "precision": job.precision, "teacher": row}, [row])
     return row
 
 
@@ -246,5 +248,6 @@ def distill(job: GlueJob, spec: DistillSpec) -> dict[str, Any]:
     row = _run(job, trainer, evals, train, "student", name, loss)
     _save(trainer, tokenizer, job.output)
     summary = {"task": task.name, "teacher": spec.teacher, "preset": vars(preset), "student": row}
+    summary["precision"] = job.precision
     write_summary(job.output, summary, [row])
     return row

@@ -15,7 +15,7 @@ from fastkd.trainer.lm.cache import cache_tokenizer_path, load_cache
 from fastkd.trainer.lm.data import LMCollator, encode_all, read_jsonl
 from fastkd.trainer.losses import loss_entry
 from fastkd.trainer.models import shrink_layers
-from fastkd.trainer.preflight import first_line
+from fastkd.trainer.preflight import first_line, precision_arguments
 from fastkd.trainer.summary import write_summary
 from fastkd.trainer.trainer import DistillationTrainer, check_compatible, load_teacher
 from fastkd.trainer.vocab import (
@@ -36,6 +36,7 @@ class LMJob:
     student_layers: int | None = None
     teacher: str | None = None
     teacher_cache: str | None = None
+    teacher_dtype: str = "fp32"  # the live teacher's weights: "fp32", "bf16" or "fp16"
     data: str | None = None
     loss: str | None = None
     loss_options: dict[str, Any] = field(default_factory=dict)
@@ -54,6 +55,7 @@ class LMJob:
     save_steps: int = 500
     resume: str = "auto"  # "auto" (latest checkpoint in output), "never" or a checkpoint folder
     fsdp: bool = False  # FSDP2 for the student (HF's fsdp=True, fsdp_config version 2)
+    precision: str = "fp32"  # "bf16" / "fp16": autocast mixed precision, fp32 master weights
     extra_args: dict[str, Any] = field(default_factory=dict)
 
 
@@ -75,15 +77,23 @@ def _student_model(path: str) -> Any:
         raise ValueError(f"cannot load student {path!r}: {first_line(err)}") from None
 
 
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def _models(job: LMJob) -> tuple[Any, Any]:
-    """(student, teacher or None)."""
+    """(student, teacher or None); the teacher in ``job.teacher_dtype``, the student in fp32 (cut from
+    an fp32 copy of the teacher with ``student_layers``, never from a rounded one)."""
     if (job.student is None) == (job.student_layers is None):
         raise ValueError("give exactly one of --student PATH and --student-layers K")
-    teacher = load_teacher(job.teacher, "causal_lm") if job.teacher_cache is None else None
+    if job.teacher_dtype not in _DTYPES:
+        raise ValueError(f"--teacher-dtype must be one of {list(_DTYPES)}, got {job.teacher_dtype!r}")
+    dtype = _DTYPES[job.teacher_dtype]
+    teacher = load_teacher(job.teacher, "causal_lm", dtype=dtype) if job.teacher_cache is None else None
     if job.student is not None:
         student = _student_model(job.student)
     elif job.teacher is not None:
-        student = shrink_layers(teacher or load_teacher(job.teacher, "causal_lm"), job.student_layers)
+        fp32 = teacher if teacher is not None and dtype == torch.float32 else None
+        student = shrink_layers(fp32 or load_teacher(job.teacher, "causal_lm"), job.student_layers)
     else:
         raise ValueError("--student-layers needs --teacher (the model whose layers the student keeps)")
     if teacher is not None:
@@ -175,6 +185,7 @@ def distill_lm(job: LMJob) -> dict[str, Any]:
         hard_label_weight=job.hard_label_weight,
         kd_backend=job.backend,
         **({"fsdp": True, "fsdp_config": {"version": 2}} if job.fsdp else {}),
+        **precision_arguments(job.precision),
         **job.extra_args,
     )
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -203,5 +214,7 @@ def distill_lm(job: LMJob) -> dict[str, Any]:
     }
     summary = {"teacher": job.teacher, "teacher_cache": job.teacher_cache, "data": job.data, "student": row}
     summary["fsdp"] = bool(trainer.is_fsdp_enabled)
+    summary["precision"] = job.precision
+    summary["teacher_dtype"] = job.teacher_dtype if job.teacher_cache is None else None
     print(write_summary(job.output, summary, [row]))
     return row
